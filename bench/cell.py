@@ -1,0 +1,163 @@
+"""One cell in its own process: `python -m bench.cell SPEC_JSON CELL_DIR`.
+
+The process loads the model once, runs the scenario, and leaves `records.jsonl.gz` and
+`result.json` in CELL_DIR. It talks to the runner through one-line JSON events on stdout
+(phases and progress); everything else it prints goes to the cell's log. The runner turns a crash,
+a kill or a hang of this process into a FAILED row; this process never has to report its own death.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.atomic import write_json
+from bench.netguard import NetworkGuard, apply_offline_env
+
+FAULT_ENV = "LOKAAL_BENCH_FAULT"
+
+
+def emit(event: str, **fields: Any) -> None:
+    """An event line for the runner. The real stdout is kept for events alone (see main)."""
+    _EVENTS.write(json.dumps({"event": event, **fields}) + "\n")
+    _EVENTS.flush()
+
+
+_EVENTS = sys.stdout
+
+
+def _inject_fault(cell: dict[str, Any]) -> None:
+    """Deliberate faults for testing isolation: LOKAAL_BENCH_FAULT='{"<label or id part>": "<fault>"}'."""
+    raw = os.environ.get(FAULT_ENV)
+    if not raw:
+        return
+    for match, fault in json.loads(raw).items():
+        if match not in cell["label"] and match != cell["id"]:
+            continue
+        if fault == "raise":
+            raise RuntimeError("injected fault: this cell raises")
+        if fault == "hang":
+            while True:
+                time.sleep(3600)
+        if fault == "oom":
+            hog = []
+            while True:  # grows until the runner's memory limit (or the kernel) kills the process
+                hog.append(bytearray(64 * 1024 * 1024))
+                time.sleep(0.02)
+        if fault == "exit":
+            os._exit(3)
+        if fault == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if fault == "network":
+            import socket
+
+            socket.create_connection(("192.0.2.1", 80), timeout=2)  # TEST-NET-1: must be refused
+
+
+def _peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
+    from bench.engines.base import create_engine
+    from bench.models import resolve_model
+    from bench.records import write_records
+    from bench.scenarios import ScenarioContext, scenario_runner
+    from bench.workloads import prompts_digest
+
+    cell = spec["cell"]
+    run = cell["run"]
+    t0 = time.perf_counter()
+    t0_wall = time.time()
+    emit("phase", phase="resolve model")
+    model_spec = cell["model"]
+    model = resolve_model(
+        card=model_spec.get("card"),
+        path=model_spec.get("resolved_path") or model_spec.get("path"),
+        dtype=cell["engine"].get("dtype", "bfloat16"),
+        seed=model_spec.get("seed", 0),
+        cache_dir=Path(run["model_cache_dir"]).expanduser() if run.get("model_cache_dir") else None,
+        allow_pickle=model_spec.get("allow_pickle", False),
+    )
+    engine = create_engine(cell["engine"], str(model.path), {"allow_pickle": model_spec.get("allow_pickle", False)})
+    emit("phase", phase="load")
+    load_info = engine.load()
+    _inject_fault(cell)
+
+    def progress(phase: str, done: int, total: int) -> None:
+        emit("progress", phase=phase, done=done, total=total)
+
+    ctx = ScenarioContext(
+        engine=engine,
+        scenario=cell["scenario"],
+        workload=cell["workload"],
+        repetitions=run["repetitions"],
+        warmup=run["warmup"],
+        max_duration_s=run.get("max_duration_s"),
+        t0=t0,
+        progress=progress,
+    )
+    records = scenario_runner(cell["scenario"]["kind"])(ctx)
+    emit("phase", phase="write")
+    write_records(cell_dir / "records.jsonl.gz", records)
+    measured = [r for r in records if not r.warmup]
+    window = None
+    if measured:
+        ends = [r.end_time for r in measured if r.end_time is not None] or [r.submit_time for r in measured]
+        window = [t0_wall + min(r.submit_time for r in measured), t0_wall + max(ends)]
+    result = {
+        "status": "COMPLETED",
+        "load": load_info,
+        "engine": engine.describe(),
+        "model": {
+            "name": model.name,
+            "synthetic": model.synthetic,
+            "card": model.card,
+            "dtype": model.dtype,
+            "identity": model.identity,
+            "parameter_count": model.parameter_count,
+            "weight_bytes": model.weight_bytes,
+        },
+        "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
+        "clock": {"t0_wall": t0_wall, "measured_window_wall": window},
+        "prompts_sha256": prompts_digest((r.repetition, r.request_id, r.prompt_sha256 or "") for r in records),
+        "finished_wall": time.time(),
+    }
+    engine.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _EVENTS
+    args = sys.argv[1:] if argv is None else argv
+    spec_path, cell_dir = Path(args[0]), Path(args[1])
+    # Keep the real stdout for events; anything a library prints goes to stderr (the cell log).
+    _EVENTS = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    apply_offline_env()
+    NetworkGuard.install(spec["cell"]["run"].get("allow_hosts", []), cell_dir / "network.jsonl")
+    try:
+        result = run_cell(spec, cell_dir)
+    except BaseException as exc:  # every failure becomes a reason in the result, then a FAILED row
+        traceback.print_exc()
+        write_json(cell_dir / "result.json", {
+            "status": "FAILED",
+            "reason": f"{type(exc).__name__}: {exc}".strip(),
+            "memory": {"peak_rss_bytes": _peak_rss_bytes()},
+        })
+        return 1
+    write_json(cell_dir / "result.json", result)
+    emit("phase", phase="done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

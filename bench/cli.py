@@ -1,0 +1,154 @@
+"""The command line: parses arguments, calls one function per verb, maps errors to exit codes.
+
+Exit codes: 0 success, 1 a run finished with FAILED cells, 2 bad input (message, no traceback),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import __version__
+from bench.errors import BenchError
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench.display import RunDisplay, summary_table
+    from bench.environment import collect_environment
+    from bench.runner import Runner, RunObserver, default_profile, plan_run
+
+    profile_path = Path(args.profile) if args.profile else default_profile()
+    environment = collect_environment()
+    plan = plan_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
+                    Path(args.resume) if args.resume else None, environment["machine_id"])
+    console.print(f"profile {profile_path} ({plan.profile.name}): {len(plan.cells)} cell(s)")
+    with RunDisplay(console) as display:
+        observer = RunObserver(display.run_started, display.cell_started, display.cell_event,
+                               display.cell_finished, display.message)
+        runner = Runner(plan, environment, observer)
+        try:
+            manifest = runner.run()
+        except KeyboardInterrupt:
+            console.print(f"\ninterrupted; completed cells are kept. Resume with:\n  lokaal-bench run "
+                          f"{profile_path} --resume {plan.result_set.path}")
+            return EXIT_INTERRUPTED
+    summaries = [runner.summaries[c.id] for c in plan.cells if c.id in runner.summaries]
+    console.print(summary_table(summaries))
+    counts = manifest["counts"]
+    if any(s.get("synthetic_weights") for s in summaries):
+        console.print("[yellow]Synthetic weights[/]: speed and memory are real, answer quality is not.")
+    refused = manifest["offline"]["refused"]
+    if refused:
+        console.print(f"[red]{len(refused)} outbound connection attempt(s) refused[/] (see manifest offline.refused)")
+    console.print(f"{counts['COMPLETED']} completed, {counts['FAILED']} failed; result set: "
+                  f"[bold]{plan.result_set.path}[/]")
+    return EXIT_FAILED_CELLS if counts["FAILED"] else EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench.cells import expand
+    from bench.config import load_profile
+
+    path = Path(args.profile)
+    profile = load_profile(path)
+    cells = expand(profile, path)
+    table = Table(title=f"{path}: valid, {len(cells)} cell(s)")
+    table.add_column("cell id")
+    table.add_column("label")
+    for cell in cells:
+        table.add_row(cell.id, cell.label)
+    console.print(table)
+    return EXIT_OK
+
+
+def _cmd_models(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench.models import list_cards
+
+    table = Table(title="architecture cards (published configs; weights are synthetic)")
+    for heading in ("card", "model", "architecture", "parameters", "fp32 GiB", "bf16/fp16 GiB", "context"):
+        table.add_column(heading, justify="right" if heading not in ("card", "model", "architecture") else "left")
+    for card in list_cards():
+        config = card.config
+        table.add_row(
+            card.name,
+            card.display_name,
+            config.get("model_type", "?"),
+            f"{card.parameter_count() / 1e9:.2f} B",
+            f"{card.weight_bytes('float32') / 2**30:.2f}",
+            f"{card.weight_bytes('bfloat16') / 2**30:.2f}",
+            f"{config.get('max_position_embeddings', '?'):,}" if config.get("max_position_embeddings") else "?",
+        )
+    console.print(table)
+    return EXIT_OK
+
+
+def _cmd_env(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from bench.environment import collect_environment, format_environment
+
+    environment = collect_environment()
+    if args.json:
+        sys.stdout.write(json.dumps(environment, indent=2, default=str) + "\n")
+    else:
+        console.print(format_environment(environment))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lokaal-bench",
+        description="Benchmark open-weight AI models on your own hardware, offline.",
+    )
+    parser.add_argument("--version", action="version", version=f"lokaal-bench {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
+
+    run = verbs.add_parser("run", help="run a profile and write a result set (default: profiles/quickstart.yaml)")
+    run.add_argument("profile", nargs="?", help="profile YAML (default: the built-in quickstart)")
+    run.add_argument("--results-dir", default="results", help="where new result sets go (default: results/)")
+    run.add_argument("--output", help="exact directory for this result set")
+    run.add_argument("--resume", metavar="RUN_DIR", help="complete a killed or failed run: redo only unfinished cells")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = verbs.add_parser("validate", help="check a profile and list its cells, without running")
+    validate.add_argument("profile")
+    validate.set_defaults(handler=_cmd_validate)
+
+    models = verbs.add_parser("models", help="list the shipped architecture cards")
+    models.set_defaults(handler=_cmd_models)
+
+    env = verbs.add_parser("env", help="print this machine's environment inventory")
+    env.add_argument("--json", action="store_true", help="as JSON")
+    env.set_defaults(handler=_cmd_env)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console()
+    if not getattr(args, "handler", None):
+        args = parser.parse_args(["run", *(argv or [])])
+    try:
+        return args.handler(args, console)
+    except BenchError as exc:
+        from rich.text import Text
+
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

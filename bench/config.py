@@ -1,0 +1,291 @@
+"""Profiles: what to measure. Validated at the edge (pydantic, extra fields forbidden).
+
+A profile lists models, engines, workloads and scenarios; `bench.cells.expand` turns it into
+cells. Validation errors name the file, the field path and the problem (`ProfileError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bench.errors import ProfileError
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+class ModelSpec(Strict):
+    """One model: an architecture card (synthetic weights) or a local Hugging Face directory."""
+
+    card: str | None = None
+    path: str | None = None
+    name: str | None = Field(None, description="display name; defaults to the card or directory name")
+    seed: int = Field(0, description="seed of the synthetic weights (cards only)")
+    allow_pickle: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.card is None) == (self.path is None):
+            raise ValueError("give exactly one of 'card' (an architecture card) or 'path' (a local directory)")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        return self.card if self.card else Path(self.path or "").name
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this model the same model on another machine (no machine paths)."""
+        if self.card:
+            return {"card": self.card, "seed": self.seed}
+        return {"local": self.display_name}
+
+
+# --- engines ------------------------------------------------------------------------------------
+
+
+def _normalise_dtype(value: Any) -> Any:
+    if isinstance(value, str):
+        return _DTYPE_ALIASES.get(value.lower(), value.lower())
+    if isinstance(value, list):
+        return [_normalise_dtype(v) for v in value]
+    return value
+
+
+class TransformersEngineSpec(Strict):
+    """Hugging Face transformers on PyTorch. List-valued settings expand into one cell each."""
+
+    kind: Literal["transformers"]
+    dtype: Dtype | list[Dtype] = "bfloat16"
+    device: Literal["auto", "cpu", "cuda"] | str = "auto"
+    threads: Literal["auto"] | Annotated[int, Field(ge=1)] | list[int] = "auto"
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    compile: bool = False
+
+    _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or value.startswith("cuda:"):
+            return value
+        raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+
+EngineSpec = Annotated[TransformersEngineSpec, Field(discriminator="kind")]
+
+# --- workloads ----------------------------------------------------------------------------------
+
+
+class Fixed(Strict):
+    dist: Literal["fixed"]
+    value: Annotated[int, Field(ge=1)]
+
+
+class Uniform(Strict):
+    dist: Literal["uniform"]
+    min: Annotated[int, Field(ge=1)]
+    max: Annotated[int, Field(ge=1)]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Uniform:
+        if self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class Normal(Strict):
+    dist: Literal["normal"]
+    mean: float
+    std: Annotated[float, Field(ge=0)]
+    min: Annotated[int, Field(ge=1)] = 1
+    max: Annotated[int, Field(ge=1)] | None = None
+
+
+class Choice(Strict):
+    dist: Literal["list"]
+    values: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+
+
+LengthDist = Annotated[Fixed | Uniform | Normal | Choice, Field(discriminator="dist")]
+
+
+def _bare_int_is_fixed(value: Any) -> Any:
+    return {"dist": "fixed", "value": value} if isinstance(value, int) else value
+
+
+class WorkloadSpec(Strict):
+    """What is asked: synthetic token-id prompts with seeded lengths, or a JSONL prompt file."""
+
+    name: str
+    input_tokens: LengthDist | None = None
+    output_tokens: LengthDist
+    seed: int = 0
+    shared_prefix_tokens: Annotated[int, Field(ge=0)] = 0
+    prompts_file: str | None = Field(None, description="JSONL: one {'prompt': text} per line (real text)")
+
+    _bare = field_validator("input_tokens", "output_tokens", mode="before")(_bare_int_is_fixed)
+
+    @model_validator(mode="after")
+    def _source(self) -> WorkloadSpec:
+        if (self.input_tokens is None) == (self.prompts_file is None):
+            raise ValueError("give exactly one of 'input_tokens' (synthetic prompts) or 'prompts_file'")
+        return self
+
+
+# --- scenarios ----------------------------------------------------------------------------------
+
+
+class SingleStreamSpec(Strict):
+    """One request at a time: latency as a single user sees it."""
+
+    kind: Literal["single-stream"]
+    requests: Annotated[int, Field(ge=1)] = 16
+
+
+class OfflineSpec(Strict):
+    """All requests available at once, run in batches: throughput per batch size."""
+
+    kind: Literal["offline"]
+    batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    batches: Annotated[int, Field(ge=1)] = 2
+
+
+class PrefillDecodeSpec(Strict):
+    """llama-bench style: prompt processing of N tokens, then M generated, at a context depth."""
+
+    kind: Literal["prefill-decode"]
+    prompt_tokens: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    gen_tokens: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    depths: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = [0]
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    runs: Annotated[int, Field(ge=1)] = 3
+
+
+ScenarioSpec = Annotated[SingleStreamSpec | OfflineSpec | PrefillDecodeSpec, Field(discriminator="kind")]
+
+
+# --- run settings -------------------------------------------------------------------------------
+
+
+class RunSettings(Strict):
+    repetitions: Annotated[int, Field(ge=1)] = 3
+    warmup: Annotated[int, Field(ge=0)] = Field(
+        1, description="warm-up batches before measuring (single-stream: requests); never in metrics"
+    )
+    max_duration_s: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="stop a repetition early after this long (the requests done so far count)"
+    )
+    cell_timeout_s: Annotated[float, Field(gt=0)] = 1800
+    memory_limit_gib: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="kill a cell whose process tree's RSS exceeds this (protects the host)"
+    )
+    telemetry_interval_s: Annotated[float, Field(gt=0)] = 0.25
+    seed: int = 0
+    allow_hosts: list[str] = Field(default_factory=list, description="non-loopback hosts cells may reach")
+    model_cache_dir: str | None = None
+
+
+class Profile(Strict):
+    name: str
+    description: str = ""
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    engines: Annotated[list[EngineSpec], Field(min_length=1)]
+    workloads: list[WorkloadSpec] = Field(default_factory=list)
+    scenarios: Annotated[list[ScenarioSpec], Field(min_length=1)]
+    run: RunSettings = Field(default_factory=RunSettings)
+
+    @model_validator(mode="after")
+    def _workloads_needed(self) -> Profile:
+        needs = [s.kind for s in self.scenarios if s.kind != "prefill-decode"]
+        if needs and not self.workloads:
+            raise ValueError(f"scenarios {sorted(set(needs))} need at least one entry under 'workloads'")
+        names = [w.name for w in self.workloads]
+        if len(names) != len(set(names)):
+            raise ValueError("workload names must be unique")
+        return self
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+_TAGS = {"transformers", "single-stream", "offline", "prefill-decode", "fixed", "uniform", "normal", "list",
+         "int", "str", "float", "bool", "none"}
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    """pydantic's error location as a profile path, e.g. engines[0].dtype; union-member and
+    discriminator tags (literal['auto'], constrained-int, transformers) are not fields and are dropped."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TAGS or "[" in part or "-" in part:
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_profile(data: Any, path: str) -> Profile:
+    if not isinstance(data, dict):
+        raise ProfileError(path, [("", "a profile must be a YAML mapping (name, models, engines, ...)")])
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        # A value that fits no member of a union gets one error per member: say them as one.
+        by_field: dict[str, list[str]] = {}
+        for err in exc.errors():
+            messages = by_field.setdefault(_location(err["loc"]), [])
+            message = err["msg"].removeprefix("Value error, ")
+            if message not in messages:
+                messages.append(message)
+        raise ProfileError(path, [(where, "; or ".join(msgs)) for where, msgs in by_field.items()]) from None
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile file; raises ProfileError naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProfileError(str(path), [("", "file not found")]) from None
+    except OSError as exc:
+        raise ProfileError(str(path), [("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProfileError(str(path), [(where, f"YAML syntax error: {problem}")]) from None
+    profile = parse_profile(data, str(path))
+    _check_files(profile, path)
+    return profile
+
+
+def _check_files(profile: Profile, path: Path) -> None:
+    problems = []
+    for i, workload in enumerate(profile.workloads):
+        if workload.prompts_file and not resolve_relative(workload.prompts_file, path).is_file():
+            problems.append((f"workloads[{i}].prompts_file", f"file not found: {workload.prompts_file}"))
+    if problems:
+        raise ProfileError(str(path), problems)
+
+
+def resolve_relative(name: str, profile_path: Path) -> Path:
+    """Paths in a profile are relative to the profile's own directory."""
+    candidate = Path(name).expanduser()
+    return candidate if candidate.is_absolute() else (profile_path.parent / candidate).resolve()

@@ -1,0 +1,132 @@
+"""What a person sees: progress while a run goes, and the summary table at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bench.cells import Cell, engine_label
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value * 1000:.1f}"
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _gib(value: Any) -> str:
+    return "-" if not value else f"{value / 2**30:.2f}"
+
+
+def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
+    kind = scenario["kind"]
+    if kind == "prefill-decode":
+        depth = f" d{scenario['depth']}" if scenario["depth"] else ""
+        return f"pp{scenario['prompt_tokens']} tg{scenario['gen_tokens']}{depth} b{scenario['batch_size']}"
+    name = workload["name"] if workload else ""
+    return f"{kind} b{scenario['batch_size']} [{name}]"
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> Table:
+    """One row per cell: the headline numbers with their units in the column heads."""
+    table = Table(title="lokaal-bench summary", header_style="bold", show_lines=False)
+    for heading, justify in [
+        ("model", "left"), ("engine", "left"), ("scenario point", "left"),
+        ("TTFT p50/p99\nms", "right"), ("ITL p50/p99\nms", "right"), ("E2E p50/p99\nms", "right"),
+        ("output\ntok/s", "right"), ("prefill\ntok/s", "right"), ("decode\ntok/s", "right"),
+        ("load\ns", "right"), ("peak RSS\nGiB", "right"), ("status", "left"),
+    ]:
+        table.add_column(heading, justify=justify)  # type: ignore[arg-type]
+    for summary in summaries:
+        config = summary["config"]
+        metrics = summary.get("metrics") or {}
+
+        def pair(name: str, metrics: dict[str, Any] = metrics) -> str:
+            dist = metrics.get(name) or {}
+            return f"{_ms(dist.get('p50'))} / {_ms(dist.get('p99'))}" if dist.get("n") else "-"
+
+        def value(name: str, metrics: dict[str, Any] = metrics) -> str:
+            return _num((metrics.get(name) or {}).get("value"))
+
+        status = summary["status"]
+        if status == "COMPLETED":
+            shown = "[green]COMPLETED[/]" + (" (synthetic)" if summary.get("synthetic_weights") else "")
+        else:
+            shown = f"[red]{status}[/]: {summary.get('reason') or ''}"
+        model = config["model"]
+        table.add_row(
+            model.get("name") or model.get("card") or Path(model.get("path") or "").name,
+            engine_label(config["engine"]),
+            _point(config["scenario"], config.get("workload")),
+            pair("ttft"), pair("itl"), pair("e2e_latency"),
+            value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"),
+            _num(summary.get("load_s"), 2),
+            _gib((summary.get("memory") or {}).get("peak_rss_bytes")),
+            shown,
+        )
+    return table
+
+
+class RunDisplay:
+    """Progress bars on a terminal; one line per finished cell everywhere (logs of nightly runs)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self.cells_task: Any = None
+        self.cell_task: Any = None
+        self.finished = 0
+        self.total = 0
+
+    def __enter__(self) -> RunDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def run_started(self, path: Path, cells: list[Cell], done: set[str]) -> None:
+        self.total = len(cells) - len(done)
+        self.console.print(f"result set: [bold]{path}[/]")
+        if done:
+            self.console.print(f"resuming: {len(done)} cell(s) already completed, {self.total} to run")
+        self.cells_task = self.progress.add_task("cells", total=self.total)
+        self.cell_task = self.progress.add_task("", total=None)
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[dim]{text}[/]")
+
+    def cell_started(self, cell: Cell, index: int, total: int) -> None:
+        self.progress.update(self.cell_task, description=f"{cell.label}: starting", completed=0, total=None)
+
+    def cell_event(self, cell: Cell, event: dict[str, Any]) -> None:
+        if event.get("event") == "phase":
+            self.progress.update(self.cell_task, description=f"{cell.label}: {event['phase']}", total=None)
+        elif event.get("event") == "progress":
+            self.progress.update(self.cell_task, description=f"{cell.label}: {event['phase']}",
+                                 completed=event["done"], total=event["total"])
+
+    def cell_finished(self, cell: Cell, summary: dict[str, Any]) -> None:
+        self.finished += 1
+        self.progress.update(self.cells_task, completed=self.finished)
+        status = summary["status"]
+        if status == "COMPLETED":
+            rate = (summary["metrics"].get("output_tok_s") or {}).get("value")
+            detail = f"[green]COMPLETED[/] {summary['wall_s']:.1f} s, {_num(rate)} output tok/s"
+        else:
+            detail = f"[red]{status}[/] {summary.get('reason')}"
+        self.console.print(f"[{self.finished}/{self.total}] {cell.label}: {detail}")

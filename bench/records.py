@@ -1,0 +1,66 @@
+"""The raw per-request record: the data every metric is derived from.
+
+Times are seconds on the cell's monotonic clock (`time.perf_counter`), relative to the start of the
+cell; wall-clock anchors live in the cell summary. Requests in one batch share step times.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RequestRecord:
+    request_id: int
+    repetition: int  # -1 for warm-up requests, which no metric uses
+    batch_index: int
+    batch_size: int
+    input_tokens: int
+    expected_output_tokens: int
+    submit_time: float
+    first_token_time: float | None = None
+    end_time: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+    finish_reason: str | None = None  # "length" when the requested number of tokens came out
+    error: str | None = None
+    context_depth: int = 0  # tokens already in the KV cache before this request (prefill-decode)
+    prompt_sha256: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def warmup(self) -> bool:
+        return self.repetition < 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["token_times"] = [round(t, 7) for t in self.token_times]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RequestRecord:
+        return cls(**data)
+
+
+def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
+    """gzip JSONL, written to a temporary name and renamed, so a crash leaves no half file."""
+    from bench.atomic import atomic_path
+
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+
+
+def read_records(path: Path) -> Iterator[RequestRecord]:
+    with gzip.open(path, "rt", encoding="utf-8") as src:
+        for line in src:
+            if line.strip():
+                yield RequestRecord.from_json(json.loads(line))

@@ -1,0 +1,10 @@
+"""offline: every request is available at once and runs in static batches; throughput per batch size."""
+
+from __future__ import annotations
+
+from bench.records import RequestRecord
+from bench.scenarios.common import ScenarioContext, run_batched
+
+
+def run(ctx: ScenarioContext) -> list[RequestRecord]:
+    return run_batched(ctx, batch_size=ctx.scenario["batch_size"], requests_per_repetition=ctx.scenario["requests"])

@@ -1,0 +1,1 @@
+"""JSON Schemas of the result set, shipped with the package."""

@@ -1,0 +1,108 @@
+"""What is asked: prompts as token ids with seeded length distributions, or real text from a file.
+
+Synthetic prompts are distinct per request from their first token on, so no request shares a
+prefix (and a prefix cache) with another unless the workload asks for a shared prefix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Request:
+    index: int
+    prompt_token_ids: list[int]
+    output_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenSpace:
+    """The ids a synthetic prompt may use: the model's vocabulary without its special tokens."""
+
+    vocab_size: int
+    special_ids: frozenset[int] = frozenset()
+
+    def draw(self, rng: random.Random, n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            token = rng.randrange(self.vocab_size)
+            if token not in self.special_ids:
+                out.append(token)
+        return out
+
+
+def sample_length(dist: dict[str, Any], rng: random.Random) -> int:
+    kind = dist["dist"]
+    if kind == "fixed":
+        return int(dist["value"])
+    if kind == "uniform":
+        return rng.randint(dist["min"], dist["max"])
+    if kind == "normal":
+        value = round(rng.gauss(dist["mean"], dist["std"]))
+        upper = dist.get("max") or value
+        return int(min(max(value, dist.get("min", 1)), upper))
+    if kind == "list":
+        return int(rng.choice(dist["values"]))
+    raise ValueError(f"unknown length distribution {kind!r}")
+
+
+def synthetic_requests(workload: dict[str, Any], count: int, space: TokenSpace, stream: int = 0) -> list[Request]:
+    """`count` requests; `stream` separates warm-up from measured requests and repetitions."""
+    rng = random.Random(f"{workload['seed']}/{stream}")
+    prefix = space.draw(random.Random(f"{workload['seed']}/prefix"), workload.get("shared_prefix_tokens", 0))
+    requests = []
+    used_heads: set[tuple[int, ...]] = set()
+    for i in range(count):
+        n_in = max(sample_length(workload["input_tokens"], rng), len(prefix) + 1)
+        n_out = sample_length(workload["output_tokens"], rng)
+        body = space.draw(rng, n_in - len(prefix))
+        head = tuple(body[:4])
+        while head in used_heads and len(body) >= 1:  # keep every request's first tokens distinct
+            body[0] = space.draw(rng, 1)[0]
+            head = tuple(body[:4])
+        used_heads.add(head)
+        requests.append(Request(i, prefix + body, n_out))
+    return requests
+
+
+def file_requests(
+    workload: dict[str, Any], count: int, encode: Callable[[str], list[int]], stream: int = 0
+) -> list[Request]:
+    """Requests from a JSONL prompt file ({"prompt": text, "output_tokens": n?}), cycled to `count`."""
+    path = Path(workload["prompts_file"])
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            text = entry["prompt"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: expected a JSON object with a 'prompt' field ({exc})") from None
+        entries.append((text, entry.get("output_tokens")))
+    if not entries:
+        raise ValueError(f"{path}: no prompts")
+    rng = random.Random(f"{workload['seed']}/{stream}")
+    encoded = [encode(text) for text, _ in entries]
+    requests = []
+    for i in range(count):
+        k = (stream * count + i) % len(entries)
+        n_out = entries[k][1] or sample_length(workload["output_tokens"], rng)
+        requests.append(Request(i, encoded[k], int(n_out)))
+    return requests
+
+
+def token_ids_sha256(token_ids: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps(list(token_ids), separators=(",", ":")).encode()).hexdigest()
+
+
+def prompts_digest(entries: Iterable[tuple[int, int, str]]) -> str:
+    """One hash over (repetition, request, prompt hash) triples: proves two runs asked the same."""
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()

@@ -1,0 +1,63 @@
+"""Shared fixtures: a session-wide model cache (synthetic weights are built once) and profile writing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic models are materialised once per test session, in a private cache."""
+    cache = tmp_path_factory.mktemp("model-cache")
+    previous = os.environ.get("LOKAAL_BENCH_CACHE")
+    os.environ["LOKAAL_BENCH_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("LOKAAL_BENCH_CACHE", None)
+    else:
+        os.environ["LOKAAL_BENCH_CACHE"] = previous
+
+
+def tiny_profile(**overrides: Any) -> dict[str, Any]:
+    """A small, fast profile on the tiny card; `overrides` replace top-level sections."""
+    profile: dict[str, Any] = {
+        "name": "test",
+        "models": [{"card": "tiny-llama"}],
+        "engines": [{"kind": "transformers", "dtype": "float32", "device": "cpu", "threads": 1}],
+        "workloads": [{"name": "w", "input_tokens": {"dist": "uniform", "min": 16, "max": 48},
+                       "output_tokens": 8, "seed": 3}],
+        "scenarios": [{"kind": "single-stream", "requests": 3}],
+        "run": {"repetitions": 2, "warmup": 1, "cell_timeout_s": 120, "telemetry_interval_s": 0.1},
+    }
+    profile.update(overrides)
+    return profile
+
+
+@pytest.fixture
+def write_profile(tmp_path: Path):
+    def write(data: Any, name: str = "profile.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return write
+
+
+def loopback_only() -> list[str]:
+    """A command prefix that runs a program in a new network namespace holding only loopback
+    (`unshare -rn` + `ip link set lo up`); empty when this machine does not allow it."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if not unshare or not ip:
+        return []
+    prefix = [unshare, "-rn", "sh", "-c", f'{ip} link set lo up && exec "$0" "$@"']
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    return prefix if probe.returncode == 0 else []
