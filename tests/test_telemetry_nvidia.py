@@ -7,9 +7,9 @@ import sys
 import time
 
 import pytest
+from fake_nvml import FakeGpu, make_fake_nvml
 
 from bench.telemetry import NvidiaSampler, TelemetryRecorder, summarise, telemetry_sources
-from fake_nvml import FakeGpu, make_fake_nvml
 from bench.telemetry.nvidia import decode_clock_reasons
 
 GiB = 2**30

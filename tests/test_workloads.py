@@ -33,7 +33,8 @@ def test_synthetic_prompts_are_distinct_seeded_and_avoid_special_tokens() -> Non
 
 def test_shared_prefix_only_when_asked() -> None:
     space = TokenSpace(1000)
-    workload = {"seed": 1, "input_tokens": {"dist": "fixed", "value": 20}, "output_tokens": {"dist": "fixed", "value": 2},
+    workload = {"seed": 1, "input_tokens": {"dist": "fixed", "value": 20},
+                "output_tokens": {"dist": "fixed", "value": 2},
                 "shared_prefix_tokens": 8}
     requests = synthetic_requests(workload, 5, space)
     assert len({tuple(r.prompt_token_ids[:8]) for r in requests}) == 1
