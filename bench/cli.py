@@ -39,10 +39,11 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
                           f"{profile_path} --resume {plan.result_set.path}")
             return EXIT_INTERRUPTED
     summaries = [runner.summaries[c.id] for c in plan.cells if c.id in runner.summaries]
-    console.print(summary_table(summaries))
+    table, failures = summary_table(summaries)
+    console.print(table)
+    for failure in failures:
+        console.print(failure, markup=False, highlight=False)
     counts = manifest["counts"]
-    if any(s.get("synthetic_weights") for s in summaries):
-        console.print("[yellow]Synthetic weights[/]: speed and memory are real, answer quality is not.")
     refused = manifest["offline"]["refused"]
     if refused:
         console.print(f"[red]{len(refused)} outbound connection attempt(s) refused[/] (see manifest offline.refused)")
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console()
+    # Logs of unattended runs are read in editors, not 80-column terminals: keep table rows whole.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     if not getattr(args, "handler", None):
         args = parser.parse_args(["run", *(argv or [])])
     try:

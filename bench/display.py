@@ -27,50 +27,75 @@ def _gib(value: Any) -> str:
 def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
     kind = scenario["kind"]
     if kind == "prefill-decode":
-        depth = f" d{scenario['depth']}" if scenario["depth"] else ""
-        return f"pp{scenario['prompt_tokens']} tg{scenario['gen_tokens']}{depth} b{scenario['batch_size']}"
-    name = workload["name"] if workload else ""
-    return f"{kind} b{scenario['batch_size']} [{name}]"
+        depth = f" @{scenario['depth']}" if scenario["depth"] else ""
+        batch = f" b{scenario['batch_size']}" if scenario["batch_size"] > 1 else ""
+        return f"pp{scenario['prompt_tokens']} tg{scenario['gen_tokens']}{depth}{batch}"
+    name = f" {workload['name']}" if workload else ""
+    if kind == "offline":
+        return f"offline b{scenario['batch_size']}{name}"
+    return f"{kind}{name}"
 
 
-def summary_table(summaries: list[dict[str, Any]]) -> Table:
-    """One row per cell: the headline numbers with their units in the column heads."""
-    table = Table(title="lokaal-bench summary", header_style="bold", show_lines=False)
-    for heading, justify in [
-        ("model", "left"), ("engine", "left"), ("scenario point", "left"),
-        ("TTFT p50/p99\nms", "right"), ("ITL p50/p99\nms", "right"), ("E2E p50/p99\nms", "right"),
-        ("output\ntok/s", "right"), ("prefill\ntok/s", "right"), ("decode\ntok/s", "right"),
-        ("load\ns", "right"), ("peak RSS\nGiB", "right"), ("status", "left"),
-    ]:
-        table.add_column(heading, justify=justify)  # type: ignore[arg-type]
+def _model_name(config: dict[str, Any]) -> str:
+    model = config["model"]
+    return model.get("name") or model.get("card") or Path(model.get("path") or "").name
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
+    """One row per cell with the headline numbers, units in the column heads, and the numbered
+    reasons of failed cells. Model and engine get a column only when they differ between cells,
+    else they go in the caption, to keep the table narrow."""
+    models = {_model_name(s["config"]) for s in summaries}
+    engines = {engine_label(s["config"]["engine"]) for s in summaries}
+    caption = []
+    if len(models) == 1:
+        caption.append(f"model {next(iter(models))}")
+    if len(engines) == 1:
+        caption.append(f"engine {next(iter(engines))}")
+    if any(s.get("synthetic_weights") for s in summaries):
+        caption.append("synthetic weights: speed and memory are real, answer quality is not")
+    table = Table(title="lokaal-bench summary", caption="; ".join(caption), header_style="bold")
+    if len(models) > 1:
+        table.add_column("model")
+    if len(engines) > 1:
+        table.add_column("engine")
+    table.add_column("scenario point")
+    for heading in ("TTFT ms\np50/p99", "ITL ms\np50/p99", "E2E ms\np50/p99", "output\ntok/s",
+                    "prefill\ntok/s", "decode\ntok/s", "load\ns", "RSS\nGiB"):
+        table.add_column(heading, justify="right", no_wrap=True)
+    table.add_column("status")
+    failures: list[str] = []
     for summary in summaries:
         config = summary["config"]
         metrics = summary.get("metrics") or {}
 
         def pair(name: str, metrics: dict[str, Any] = metrics) -> str:
             dist = metrics.get(name) or {}
-            return f"{_ms(dist.get('p50'))} / {_ms(dist.get('p99'))}" if dist.get("n") else "-"
+            return f"{_ms(dist.get('p50'))}/{_ms(dist.get('p99'))}" if dist.get("n") else "-"
 
         def value(name: str, metrics: dict[str, Any] = metrics) -> str:
             return _num((metrics.get(name) or {}).get("value"))
 
-        status = summary["status"]
-        if status == "COMPLETED":
-            shown = "[green]COMPLETED[/]" + (" (synthetic)" if summary.get("synthetic_weights") else "")
+        if summary["status"] == "COMPLETED":
+            status = "[green]ok[/]"
         else:
-            shown = f"[red]{status}[/]: {summary.get('reason') or ''}"
-        model = config["model"]
-        table.add_row(
-            model.get("name") or model.get("card") or Path(model.get("path") or "").name,
-            engine_label(config["engine"]),
+            failures.append(f"[{len(failures) + 1}] {summary['label']}: {summary.get('reason')}")
+            status = f"[red]{summary['status']} [{len(failures)}][/]"
+        row = []
+        if len(models) > 1:
+            row.append(_model_name(config))
+        if len(engines) > 1:
+            row.append(engine_label(config["engine"]))
+        row += [
             _point(config["scenario"], config.get("workload")),
             pair("ttft"), pair("itl"), pair("e2e_latency"),
             value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"),
             _num(summary.get("load_s"), 2),
             _gib((summary.get("memory") or {}).get("peak_rss_bytes")),
-            shown,
-        )
-    return table
+            status,
+        ]
+        table.add_row(*row)
+    return table, failures
 
 
 class RunDisplay:

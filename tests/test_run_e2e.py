@@ -93,7 +93,7 @@ def test_run_writes_a_valid_result_set(write_profile, tmp_path: Path) -> None:
 def test_sabotaged_cells_fail_alone(write_profile, tmp_path: Path) -> None:
     profile = write_profile(tiny_profile(
         scenarios=[{"kind": "single-stream", "requests": 2}, {"kind": "offline", "batch_sizes": [2, 3, 4, 5]}],
-        run={"repetitions": 1, "warmup": 0, "cell_timeout_s": 40, "memory_limit_gib": 2.5,
+        run={"repetitions": 1, "warmup": 0, "cell_timeout_s": 30, "memory_limit_gib": 2.5,
              "telemetry_interval_s": 0.1},
     ))
     faults = {"offline b=2": "raise", "offline b=3": "oom", "offline b=4": "hang", "offline b=5": "segfault"}
@@ -105,7 +105,7 @@ def test_sabotaged_cells_fail_alone(write_profile, tmp_path: Path) -> None:
     assert reasons["single-stream"] is None
     assert "injected fault: this cell raises" in reasons["offline b=2"]
     assert "exceeded the memory limit" in reasons["offline b=3"]
-    assert "timed out after 40 s" in reasons["offline b=4"]
+    assert "timed out after 30 s" in reasons["offline b=4"]
     assert "SIGSEGV" in reasons["offline b=5"]
     good = next(s for s in summaries.values() if s["reason"] is None)
     assert good["status"] == "COMPLETED" and good["metrics"]["requests"]["ok"] == 2
