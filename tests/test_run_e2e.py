@@ -175,3 +175,27 @@ def test_outbound_connection_from_a_cell_is_refused_and_recorded(write_profile, 
     assert [(r["cell"], r["host"], r["port"]) for r in manifest["offline"]["refused"]] == [
         (summary["cell_id"], "192.0.2.1", 80)]
     assert "outbound connection attempt(s) refused" in done.stdout
+
+
+def test_ctrl_c_stops_the_cell_and_keeps_the_result_set(write_profile, tmp_path: Path) -> None:
+    profile = write_profile(tiny_profile(scenarios=[{"kind": "offline", "batch_sizes": [1, 2]}],
+                                         run={"repetitions": 1, "warmup": 0, "cell_timeout_s": 300}))
+    out = tmp_path / "result"
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "run", str(profile), "--output", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "LOKAAL_BENCH_FAULT": json.dumps({"offline b=1": "hang"})})
+    deadline = time.monotonic() + 120
+    spec = None
+    while time.monotonic() < deadline and spec is None:
+        spec = next(iter((out / "cells").glob("*/spec.json")), None) if (out / "cells").exists() else None
+        time.sleep(0.2)
+    assert spec is not None
+    time.sleep(8)  # the cell is loading or hanging now
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "--resume" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    leftover = subprocess.run(["pgrep", "-f", f"bench.cell {spec}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "the cell process outlived the interrupted run"

@@ -1,0 +1,24 @@
+"""`import bench` and the command line's light paths never import torch, transformers or vLLM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+LIGHT = ["bench", "bench.cli", "bench.config", "bench.cells", "bench.metrics", "bench.records", "bench.resultset",
+         "bench.runner", "bench.display", "bench.models", "bench.environment", "bench.telemetry", "bench.netguard"]
+
+
+def test_light_modules_import_no_heavy_libraries() -> None:
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in LIGHT)
+            + "heavy = sorted(m for m in ('torch', 'transformers', 'vllm') if m in sys.modules)\nprint(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_cli_help_and_version() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "validate" in done.stdout and "models" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "bench", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("lokaal-bench ")
