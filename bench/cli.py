@@ -84,13 +84,17 @@ def _cmd_models(args: argparse.Namespace, console: Console) -> int:
             card.name,
             card.display_name,
             config.get("model_type", "?"),
-            f"{card.parameter_count() / 1e9:.2f} B",
+            _count(card.parameter_count()),
             f"{card.weight_bytes('float32') / 2**30:.2f}",
             f"{card.weight_bytes('bfloat16') / 2**30:.2f}",
             f"{config.get('max_position_embeddings', '?'):,}" if config.get("max_position_embeddings") else "?",
         )
     console.print(table)
     return EXIT_OK
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
 
 
 def _cmd_env(args: argparse.Namespace, console: Console) -> int:
