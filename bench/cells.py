@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.config import ModelSpec, Profile, RunSettings, WorkloadSpec, resolve_relative
+from bench.hashing import canonical_json
 
 # Bump only when the meaning of a cell's configuration changes; ids change with it.
 CELL_ID_VERSION = 1
@@ -46,10 +46,6 @@ class Cell:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
         return cls(**{k: data[k] for k in ("id", "label", "model", "engine", "workload", "scenario", "run")})
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def cell_identity(model: dict, engine: dict, workload: dict | None, scenario: dict) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from bench.errors import BenchError
+from bench.hashing import canonical_json
 
 # Bytes per element for the dtypes we materialise and load.
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -52,10 +53,6 @@ def normalise_dtype(dtype: str) -> str:
         raise ValueError(f"unknown dtype {dtype!r}; use one of: {known}")
     return key
 
-
-def canonical_json(data: Any) -> str:
-    """The one JSON spelling we hash: sorted keys, no whitespace, so it is the same on every machine."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 @dataclass(frozen=True)

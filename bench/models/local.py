@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.models.cards import canonical_json
+from bench.hashing import canonical_json
 from bench.models.safetensors_io import SafetensorsFormatError, read_header
 
 INDEX_NAME = "model.safetensors.index.json"

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.models.cards import ONE_PLUS_NORM_MODEL_TYPES, Card, canonical_json, normalise_dtype
+from bench.atomic import fsync_dir
+from bench.hashing import canonical_json
+from bench.models.cards import ONE_PLUS_NORM_MODEL_TYPES, Card, normalise_dtype
 from bench.models.safetensors_io import SAFETENSORS_DTYPES, write_streaming
 from bench.models.tokenizer import write_tokenizer
 
@@ -134,9 +136,9 @@ def materialise(
         tmp.mkdir()
         try:
             _build(card, dtype, seed, tmp, progress, max_shard_bytes)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             os.rename(tmp, final)
-            _fsync_dir(root)
+            fsync_dir(root)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -167,14 +169,6 @@ def _file_lock(path: Path) -> Iterator[None]:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- building -------------------------------------------------------------------------------------------------
