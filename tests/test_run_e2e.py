@@ -199,3 +199,23 @@ def test_ctrl_c_stops_the_cell_and_keeps_the_result_set(write_profile, tmp_path:
     assert manifest["status"] == "interrupted"
     leftover = subprocess.run(["pgrep", "-f", f"bench.cell {spec}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "the cell process outlived the interrupted run"
+
+
+def test_local_model_directory_runs_and_is_not_called_synthetic(write_profile, tmp_path: Path) -> None:
+    """A plain Hugging Face directory (save_pretrained), named relative to the profile."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from bench.models import load_card
+
+    config = {k: v for k, v in load_card("tiny-llama").config.items() if k not in ("architectures", "model_type")}
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(LlamaConfig(**config)).save_pretrained(tmp_path / "my-model")
+    profile = write_profile(tiny_profile(models=[{"path": "my-model"}], run={"repetitions": 1, "warmup": 0}))
+    out = tmp_path / "result"
+    done = run_cli("run", str(profile), "--output", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    (summary,) = cell_summaries(out).values()
+    assert summary["status"] == "COMPLETED" and summary["synthetic_weights"] is False
+    assert summary["model"]["identity"]["kind"] == "local" and summary["model"]["name"] == "my-model"
+    assert str(tmp_path) not in json.dumps(summary["identity"])  # the cell id holds no machine path
