@@ -110,6 +110,35 @@ def _cmd_env(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    from bench.integrity import describe, verify
+
+    outcome = verify(Path(args.result_dir), Path(args.public_key) if args.public_key else None)
+    if outcome.ok:
+        console.print(f"{args.result_dir}: OK, {outcome.files_checked} file(s) match their recorded SHA-256; "
+                      f"signature {outcome.signature}", highlight=False)
+        return EXIT_OK
+    console.print(f"{args.result_dir}: FAILED verification: {describe(outcome)}", highlight=False, markup=False)
+    return EXIT_FAILED_CELLS
+
+
+def _cmd_sign(args: argparse.Namespace, console: Console) -> int:
+    from bench.integrity import sign
+
+    path = sign(Path(args.result_dir), Path(args.key))
+    console.print(f"signed: {path}", highlight=False)
+    return EXIT_OK
+
+
+def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
+    from bench.integrity import generate_keypair
+
+    generate_keypair(Path(args.private), Path(args.public))
+    console.print(f"Ed25519 key pair: private {args.private} (keep it secret), public {args.public} (share it)",
+                  highlight=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -131,6 +160,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = verbs.add_parser("models", help="list the shipped architecture cards")
     models.set_defaults(handler=_cmd_models)
+
+    verify = verbs.add_parser("verify", help="check that no file of a result set changed (and its signature)")
+    verify.add_argument("result_dir")
+    verify.add_argument("--public-key", help="Ed25519 public key (PEM) to check manifest.json.sig against")
+    verify.set_defaults(handler=_cmd_verify)
+
+    sign = verbs.add_parser("sign", help="sign a result set with the organisation's Ed25519 private key")
+    sign.add_argument("result_dir")
+    sign.add_argument("--key", required=True, help="Ed25519 private key (PEM)")
+    sign.set_defaults(handler=_cmd_sign)
+
+    keygen = verbs.add_parser("keygen", help="make an Ed25519 key pair for signing result sets")
+    keygen.add_argument("--private", required=True)
+    keygen.add_argument("--public", required=True)
+    keygen.set_defaults(handler=_cmd_keygen)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")

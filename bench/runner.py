@@ -89,6 +89,7 @@ class Runner:
         self.result_set = plan.result_set
         self.summaries: dict[str, dict[str, Any]] = {}
         self.manifest: dict[str, Any] = {}
+        self.model_dirs: dict[str, Path] = {}  # name/dtype -> directory, for the weights' hashes
 
     # --- manifest ------------------------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class Runner:
             model = cell.model
             self.observer.message(f"preparing model {model.get('card') or model.get('path')} ({key[2]})")
             try:
-                resolve_model(
+                resolved = resolve_model(
                     card=model.get("card"),
                     path=model.get("resolved_path") or model.get("path"),
                     dtype=key[2],
@@ -175,6 +176,7 @@ class Runner:
                     cache_dir=_cache_dir(cell),
                     allow_pickle=model.get("allow_pickle", False),
                 )
+                self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
             except Exception as exc:  # the cells of this model fail; the others still run
                 failures[key] = f"model could not be prepared: {type(exc).__name__}: {exc}"
         return failures
@@ -243,6 +245,7 @@ class Runner:
             self.manifest["status"] = "interrupted"
             self.manifest["offline"]["refused"].extend(guard.refused)
             self._write_manifest()
+            self._seal()
             raise
         self.manifest["offline"]["refused"].extend({"cell": None, **r} for r in guard.refused)
         guard.refused.clear()
@@ -250,7 +253,18 @@ class Runner:
         self.manifest["finished"] = utc_now()
         self.manifest["invocations"][-1]["finished"] = self.manifest["finished"]
         self._write_manifest()
+        self._seal()
         return self.manifest
+
+    def _seal(self) -> None:
+        """Hash every file into the manifest (see bench.integrity); kept hashes of earlier runs'
+        models survive a resume, whose prepared models are only those of the redone cells."""
+        from bench.integrity import model_weight_hashes, seal
+
+        models = dict((self.manifest.get("integrity") or {}).get("model_weights") or {})
+        for name, path in self.model_dirs.items():
+            models[name] = model_weight_hashes(path)
+        self.manifest = seal(self.result_set.path, self.manifest, models)
 
 
 def _model_key(cell: Cell) -> tuple[Any, ...]:
