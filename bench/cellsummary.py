@@ -10,6 +10,7 @@ from bench.isolation import Outcome
 from bench.metrics import short_outputs, summarise
 from bench.records import RequestRecord
 from bench.resultset import SCHEMA_VERSION
+from bench.validity import judge
 
 
 def energy_per_token(telemetry: dict[str, Any], output_tokens: int | None) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def build_summary(
         memory["gpu_used_peak_bytes"] = [g.get("mem_used_peak_bytes") for g in gpus]
     output_tokens = metrics.get("output_tokens", {}).get("value") if metrics else None
     model = result.get("model") or {}
-    return {
+    summary = {
         "schema_version": SCHEMA_VERSION,
         "cell_id": cell.id,
         "label": cell.label,
@@ -96,6 +97,10 @@ def build_summary(
         "wall_s": outcome.wall_s,
         "returncode": outcome.returncode,
         "network_refused": [],
+        "output_lengths": {
+            "short": len(short),
+            "usage_mismatch": sum(1 for r in records if not r.warmup and getattr(r, "usage_mismatch", False)),
+        },
         "files": {
             "records": "records.jsonl.gz",
             "telemetry": "telemetry.jsonl.gz",
@@ -103,3 +108,5 @@ def build_summary(
             "spec": "spec.json",
         },
     }
+    summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
+    return summary

@@ -193,6 +193,9 @@ class RunSettings(Strict):
         None, description="kill a cell whose process tree's RSS exceeds this (protects the host)"
     )
     telemetry_interval_s: Annotated[float, Field(gt=0)] = 0.25
+    rules: Literal["nightly", "procurement"] = Field(
+        "nightly", description="validity rules: nightly (short, not for procurement) or procurement (MLPerf-like)"
+    )
     seed: int = 0
     allow_hosts: list[str] = Field(default_factory=list, description="non-loopback hosts cells may reach")
     model_cache_dir: str | None = None

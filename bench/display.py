@@ -54,6 +54,10 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
         caption.append(f"engine {next(iter(engines))}")
     if any(s.get("synthetic_weights") for s in summaries):
         caption.append("synthetic weights: speed and memory are real, answer quality is not")
+    rules = {(s.get("validity") or {}).get("rules") for s in summaries} - {None}
+    if rules:
+        caption.append(f"validity rules: {', '.join(sorted(rules))}"
+                       + ("" if rules == {"procurement"} else " (not for procurement)"))
     table = Table(title="lokaal-bench summary", caption="; ".join(caption), header_style="bold")
     if len(models) > 1:
         table.add_column("model")
@@ -76,11 +80,18 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
         def value(name: str, metrics: dict[str, Any] = metrics) -> str:
             return _num((metrics.get(name) or {}).get("value"))
 
-        if summary["status"] == "COMPLETED":
-            status = "[green]ok[/]"
-        else:
+        validity = summary.get("validity") or {}
+        if summary["status"] != "COMPLETED":
             failures.append(f"[{len(failures) + 1}] {summary['label']}: {summary.get('reason')}")
             status = f"[red]{summary['status']} [{len(failures)}][/]"
+        elif validity.get("verdict") == "INVALID":
+            failures.append(f"[{len(failures) + 1}] {summary['label']}: INVALID under the {validity['rules']} rules: "
+                            + "; ".join(validity["reasons"]))
+            status = f"[yellow]INVALID [{len(failures)}][/]"
+        else:
+            status = "[green]VALID[/]" if validity else "[green]ok[/]"
+        # An invalid cell's numbers are shown dimmed and struck through: never mistaken for results.
+        style = "dim strike" if validity.get("verdict") == "INVALID" else ""
         row = []
         if len(models) > 1:
             row.append(_model_name(config))
@@ -92,9 +103,8 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
             value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"),
             _num(summary.get("load_s"), 2),
             _gib((summary.get("memory") or {}).get("peak_rss_bytes")),
-            status,
         ]
-        table.add_row(*row)
+        table.add_row(*[f"[{style}]{cell}[/]" if style else cell for cell in row], status)
     return table, failures
 
 

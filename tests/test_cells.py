@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from conftest import tiny_profile
-
 from bench.cells import expand
 from bench.config import parse_profile
+from conftest import tiny_profile
 
 
 def _cells(data, path="/a/profile.yaml"):

@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_profile
 
 from bench.cells import expand
 from bench.config import load_profile
 from bench.errors import ProfileError
+from conftest import REPO, tiny_profile
 
 
 def test_shipped_profiles_validate() -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import psutil
 import pytest
-from fake_nvml import FakeGpu, make_fake_nvml
 from rich.console import Console
 
 import bench
 from bench import environment
 from bench.environment import cgroup_limits, collect_environment, env_vars, format_environment, machine_id
+from fake_nvml import FakeGpu, make_fake_nvml
 
 PARTS = ("cpu", "memory", "gpus", "os", "python", "lokaal_bench", "env_vars", "power")
 

@@ -10,9 +10,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import loopback_only
 
 from bench.netguard import NetworkGuard
+from conftest import loopback_only
 
 SCRIPT = r"""
 import json, socket, sys, threading, http.server

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import loopback_only, tiny_profile
 
 from bench.records import read_records
 from bench.resultset import ResultSet, validate
+from conftest import loopback_only, tiny_profile
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +114,9 @@ def test_sabotaged_cells_fail_alone(write_profile, tmp_path: Path) -> None:
     assert manifest["counts"]["FAILED"] == 4 and manifest["counts"]["COMPLETED"] == 1
     for summary in summaries.values():
         validate(summary, "cell")
+        if summary["status"] == "FAILED":
+            assert summary["validity"]["verdict"] == "INVALID"
+            assert summary["validity"]["reasons"][0].startswith("the cell did not complete")
     assert "Traceback" not in done.stdout
 
 

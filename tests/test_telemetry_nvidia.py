@@ -7,10 +7,10 @@ import sys
 import time
 
 import pytest
-from fake_nvml import FakeGpu, make_fake_nvml
 
 from bench.telemetry import NvidiaSampler, TelemetryRecorder, summarise, telemetry_sources
 from bench.telemetry.nvidia import decode_clock_reasons
+from fake_nvml import FakeGpu, make_fake_nvml
 
 GiB = 2**30
 
