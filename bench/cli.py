@@ -18,15 +18,17 @@ from bench.errors import BenchError
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+def _execute_run(profile_path: Path, args: argparse.Namespace, console: Console,
+                 source: str | None = None) -> tuple[int, Path]:
+    """Plan, run with progress, print the summary; returns the exit code and the result set's path."""
     from bench.display import RunDisplay, summary_table
     from bench.environment import collect_environment
-    from bench.runner import Runner, RunObserver, default_profile, plan_run
+    from bench.runner import Runner, RunObserver, plan_run
 
-    profile_path = Path(args.profile) if args.profile else default_profile()
     environment = collect_environment()
     plan = plan_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
-                    Path(args.resume) if args.resume else None, environment["machine_id"])
+                    Path(args.resume) if getattr(args, "resume", None) else None, environment["machine_id"],
+                    source=source)
     console.print(f"profile {profile_path} ({plan.profile.name}): {len(plan.cells)} cell(s)")
     with RunDisplay(console) as display:
         observer = RunObserver(display.run_started, display.cell_started, display.cell_event,
@@ -37,7 +39,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         except KeyboardInterrupt:
             console.print(f"\ninterrupted; completed cells are kept. Resume with:\n  lokaal-bench run "
                           f"{profile_path} --resume {plan.result_set.path}")
-            return EXIT_INTERRUPTED
+            return EXIT_INTERRUPTED, plan.result_set.path
     summaries = [runner.summaries[c.id] for c in plan.cells if c.id in runner.summaries]
     table, failures = summary_table(summaries)
     console.print(table)
@@ -49,7 +51,38 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]{len(refused)} outbound connection attempt(s) refused[/] (see manifest offline.refused)")
     console.print(f"{counts['COMPLETED']} completed, {counts['FAILED']} failed; result set: "
                   f"[bold]{plan.result_set.path}[/]")
-    return EXIT_FAILED_CELLS if counts["FAILED"] else EXIT_OK
+    return (EXIT_FAILED_CELLS if counts["FAILED"] else EXIT_OK), plan.result_set.path
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from bench.runner import default_profile
+
+    code, _ = _execute_run(Path(args.profile) if args.profile else default_profile(), args, console)
+    return code
+
+
+def _cmd_rerun(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench.reproduce import agreement, stored_profile
+
+    first = Path(args.result_dir)
+    anchor, source = stored_profile(first)
+    code, second = _execute_run(anchor, args, console, source=source)
+    if code == EXIT_INTERRUPTED:
+        return code
+    rows = agreement(first, second, args.tolerance)
+    table = Table(title=f"reproducibility: {first} against {second} (tolerance ±{args.tolerance:.0%})")
+    for heading in ("cell", "output tok/s", "decode tok/s", "agree"):
+        table.add_column(heading)
+    for row in rows:
+        diffs = row["differences"]
+        changes = [f"{diffs[m]:+.1%}" if m in diffs else "-" for m in ("output_tok_s", "decode_tok_s")]
+        table.add_row(row["label"], *changes, "yes" if row["agree"] else "NO: " + "; ".join(row["reasons"]))
+    console.print(table)
+    agreeing = sum(row["agree"] for row in rows)
+    console.print(f"{agreeing} of {len(rows)} cell(s) agree within ±{args.tolerance:.0%}")
+    return code if agreeing == len(rows) else EXIT_FAILED_CELLS
 
 
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
@@ -154,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="complete a killed or failed run: redo only unfinished cells")
     run.set_defaults(handler=_cmd_run)
 
+    rerun = verbs.add_parser("rerun", help="run a result set's stored profile again and check that the runs agree")
+    rerun.add_argument("result_dir")
+    rerun.add_argument("--results-dir", default="results", help="where the new result set goes (default: results/)")
+    rerun.add_argument("--output", help="exact directory for the new result set")
+    rerun.add_argument("--tolerance", type=float, default=0.10, help="largest relative difference that agrees")
+    rerun.set_defaults(handler=_cmd_rerun)
+
     validate = verbs.add_parser("validate", help="check a profile and list its cells, without running")
     validate.add_argument("profile")
     validate.set_defaults(handler=_cmd_validate)
@@ -194,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         from rich.text import Text
 
-        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False)
+        Console(stderr=True).print(Text("error: ", style="red") + Text(str(exc)), highlight=False, soft_wrap=True)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -267,25 +267,31 @@ def load_profile(path: str | Path) -> Profile:
         raise ProfileError(str(path), [("", "file not found")]) from None
     except OSError as exc:
         raise ProfileError(str(path), [("", f"cannot read: {exc.strerror}")]) from None
+    return profile_from_text(text, path)
+
+
+def profile_from_text(text: str, path: Path, label: str | None = None) -> Profile:
+    """Validate a profile's YAML text; `path` anchors its relative paths, `label` names it in errors."""
+    label = label or str(path)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(str(path), [(where, f"YAML syntax error: {problem}")]) from None
-    profile = parse_profile(data, str(path))
-    _check_files(profile, path)
+        raise ProfileError(label, [(where, f"YAML syntax error: {problem}")]) from None
+    profile = parse_profile(data, label)
+    _check_files(profile, path, label)
     return profile
 
 
-def _check_files(profile: Profile, path: Path) -> None:
+def _check_files(profile: Profile, path: Path, label: str) -> None:
     problems = []
     for i, workload in enumerate(profile.workloads):
         if workload.prompts_file and not resolve_relative(workload.prompts_file, path).is_file():
             problems.append((f"workloads[{i}].prompts_file", f"file not found: {workload.prompts_file}"))
     if problems:
-        raise ProfileError(str(path), problems)
+        raise ProfileError(label, problems)
 
 
 def resolve_relative(name: str, profile_path: Path) -> Path:

@@ -20,7 +20,7 @@ from bench import __version__
 from bench.atomic import write_json
 from bench.cells import Cell, expand
 from bench.cellsummary import build_summary
-from bench.config import Profile, load_profile
+from bench.config import Profile, load_profile, profile_from_text
 from bench.errors import BenchError
 from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.records import RequestRecord, read_records
@@ -47,12 +47,19 @@ class RunPlan:
     cells: list[Cell]
     result_set: ResultSet
     resume: bool
+    source: str  # the profile's text, kept in the manifest so `rerun` can run exactly it again
     skip: set[str] = field(default_factory=set)
 
 
 def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
-             machine_id: str) -> RunPlan:
-    profile = load_profile(profile_path)
+             machine_id: str, source: str | None = None) -> RunPlan:
+    """`source`: the profile's text when it does not come from `profile_path` itself (rerun);
+    `profile_path` still anchors its relative paths."""
+    if source is None:
+        profile = load_profile(profile_path)
+        source = profile_path.read_text(encoding="utf-8")
+    else:
+        profile = profile_from_text(source, profile_path, f"{profile_path} (as stored in the result set)")
     cells = expand(profile, profile_path)
     if resume is not None:
         result_set = ResultSet(resume)
@@ -63,15 +70,15 @@ def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume
                 f"{resume}: this result set was made from a profile with other cells; "
                 f"--resume needs the same profile ({manifest.get('profile', {}).get('path')})"
             )
-        return RunPlan(profile_path, profile, cells, result_set, True, result_set.completed_cells())
+        return RunPlan(profile_path, profile, cells, result_set, True, source, result_set.completed_cells())
     path = output or results_root / new_run_id(profile.name, machine_id)
     if (path / "manifest.json").exists():
         raise BenchError(f"{path} already holds a result set; choose another --output or use --resume")
-    return RunPlan(profile_path, profile, cells, ResultSet(path), False)
+    return RunPlan(profile_path, profile, cells, ResultSet(path), False, source)
 
 
 def _profile_record(plan: RunPlan) -> dict[str, Any]:
-    text = plan.profile_path.read_text(encoding="utf-8")
+    text = plan.source
     return {
         "name": plan.profile.name,
         "path": str(plan.profile_path),
