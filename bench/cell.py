@@ -86,7 +86,16 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         cache_dir=Path(run["model_cache_dir"]).expanduser() if run.get("model_cache_dir") else None,
         allow_pickle=model_spec.get("allow_pickle", False),
     )
-    engine = create_engine(cell["engine"], str(model.path), {"allow_pickle": model_spec.get("allow_pickle", False)})
+    safety = {
+        "allow_pickle": bool(model_spec.get("allow_pickle", False)),
+        "trust_remote_code": bool(model_spec.get("trust_remote_code", False)),
+        "code_sha256": None,
+    }
+    if safety["trust_remote_code"]:
+        from bench.models.remote_code import verify_code_pins
+
+        safety["code_sha256"] = verify_code_pins(model.path, model_spec.get("code_sha256") or {})
+    engine = create_engine(cell["engine"], str(model.path), safety)
     emit("phase", phase="load")
     load_info = engine.load()
     _inject_fault(cell)
@@ -124,6 +133,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
             "identity": model.identity,
             "parameter_count": model.parameter_count,
             "weight_bytes": model.weight_bytes,
+            "safety": safety,
         },
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
         "clock": {"t0_wall": t0_wall, "measured_window_wall": window},

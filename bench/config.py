@@ -32,12 +32,16 @@ class ModelSpec(Strict):
     path: str | None = None
     name: str | None = Field(None, description="display name; defaults to the card or directory name")
     seed: int = Field(0, description="seed of the synthetic weights (cards only)")
-    allow_pickle: bool = False
+    allow_pickle: bool = Field(False, description="allow pickle weight files (.bin/.pt), which can run code")
+    trust_remote_code: bool = Field(False, description="run the model directory's own Python code")
+    code_sha256: dict[str, str] = Field(default_factory=dict, description="pins: code file -> SHA-256")
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
         if (self.card is None) == (self.path is None):
             raise ValueError("give exactly one of 'card' (an architecture card) or 'path' (a local directory)")
+        if self.trust_remote_code and not self.code_sha256:
+            raise ValueError("trust_remote_code needs 'code_sha256': the SHA-256 of every code file it may run")
         return self
 
     @property

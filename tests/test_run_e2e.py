@@ -221,4 +221,5 @@ def test_local_model_directory_runs_and_is_not_called_synthetic(write_profile, t
     (summary,) = cell_summaries(out).values()
     assert summary["status"] == "COMPLETED" and summary["synthetic_weights"] is False
     assert summary["model"]["identity"]["kind"] == "local" and summary["model"]["name"] == "my-model"
+    assert summary["model"]["safety"] == {"allow_pickle": False, "trust_remote_code": False, "code_sha256": None}
     assert str(tmp_path) not in json.dumps(summary["identity"])  # the cell id holds no machine path

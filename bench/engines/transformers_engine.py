@@ -90,7 +90,7 @@ class TransformersEngine:
             dtype=self.dtype,
             attn_implementation=self.settings.get("attn_implementation", "sdpa"),
             local_files_only=True,
-            trust_remote_code=False,
+            trust_remote_code=self.model_info.get("trust_remote_code", False),  # only with pinned code (cell.py)
             use_safetensors=not self.model_info.get("allow_pickle", False),
         )
         model.to(self.device)
