@@ -166,12 +166,20 @@ def test_resume_refuses_another_profile(write_profile, tmp_path: Path) -> None:
 
 
 def test_outbound_connection_from_a_cell_is_refused_and_recorded(write_profile, tmp_path: Path) -> None:
-    profile = write_profile(tiny_profile(run={"repetitions": 1, "warmup": 0}))
+    """The whole profile runs inside a network namespace with only loopback: the clean cell completes
+    (nothing needs a network), the cell that tries to reach out is refused and the refusal recorded."""
+    profile = write_profile(tiny_profile(scenarios=[{"kind": "single-stream", "requests": 2},
+                                                    {"kind": "offline", "batch_sizes": [2]}],
+                                         run={"repetitions": 1, "warmup": 0}))
     out = tmp_path / "result"
-    done = run_cli("run", str(profile), "--output", str(out), prefix=loopback_only(),
+    prefix = loopback_only()
+    done = run_cli("run", str(profile), "--output", str(out), prefix=prefix,
                    env={"LOKAAL_BENCH_FAULT": json.dumps({"single-stream": "network"})})
     assert done.returncode == 1, done.stdout + done.stderr
-    (summary,) = cell_summaries(out).values()
+    summaries = cell_summaries(out)
+    clean = next(s for label, s in summaries.items() if "offline" in label)
+    assert clean["status"] == "COMPLETED" and clean["network_refused"] == []
+    summary = next(s for label, s in summaries.items() if "single-stream" in label)
     assert summary["status"] == "FAILED" and "refused a network connection to 192.0.2.1" in summary["reason"]
     assert [r["host"] for r in summary["network_refused"]] == ["192.0.2.1"]
     manifest = json.loads((out / "manifest.json").read_text())
