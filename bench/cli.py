@@ -32,7 +32,7 @@ def _execute_run(profile_path: Path, args: argparse.Namespace, console: Console,
     console.print(f"profile {profile_path} ({plan.profile.name}): {len(plan.cells)} cell(s)")
     with RunDisplay(console) as display:
         observer = RunObserver(display.run_started, display.cell_started, display.cell_event,
-                               display.cell_finished, display.message)
+                               display.cell_finished, display.message, display.model_progress)
         runner = Runner(plan, environment, observer)
         try:
             manifest = runner.run()

@@ -142,6 +142,11 @@ class RunDisplay:
         self.cells_task = self.progress.add_task("cells", total=self.total)
         self.cell_task = self.progress.add_task("", total=None)
 
+    def model_progress(self, name: str, done: int, total: int) -> None:
+        """Materialising synthetic weights (an 8B model writes 16 GB): a bar counting MiB written."""
+        self.progress.update(self.cell_task, description=f"materialising {name} (MiB)",
+                             completed=done // 2**20, total=max(total // 2**20, 1))
+
     def message(self, text: str) -> None:
         self.console.print(f"[dim]{text}[/]")
 

@@ -38,6 +38,7 @@ class RunObserver:
     cell_event: Callable[[Cell, dict[str, Any]], None] = lambda cell, event: None
     cell_finished: Callable[[Cell, dict[str, Any]], None] = lambda cell, summary: None
     message: Callable[[str], None] = lambda text: None
+    model_progress: Callable[[str, int, int], None] = lambda name, done, total: None
 
 
 @dataclass
@@ -173,7 +174,8 @@ class Runner:
                 continue
             seen.add(key)
             model = cell.model
-            self.observer.message(f"preparing model {model.get('card') or model.get('path')} ({key[2]})")
+            name = f"{model.get('card') or model.get('path')} ({key[2]})"
+            self.observer.message(f"preparing model {name}")
             try:
                 resolved = resolve_model(
                     card=model.get("card"),
@@ -182,6 +184,7 @@ class Runner:
                     seed=model.get("seed", 0),
                     cache_dir=_cache_dir(cell),
                     allow_pickle=model.get("allow_pickle", False),
+                    progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
                 )
                 self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
             except Exception as exc:  # the cells of this model fail; the others still run
