@@ -134,6 +134,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
             "parameter_count": model.parameter_count,
             "weight_bytes": model.weight_bytes,
             "safety": safety,
+            "roofline_inputs": roofline_inputs(model.config, model.dtype),
         },
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
         "clock": {"t0_wall": t0_wall, "measured_window_wall": window},
@@ -142,6 +143,23 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     }
     engine.close()
     return result
+
+
+def roofline_inputs(config: dict[str, Any], dtype: str) -> dict[str, Any] | None:
+    """The model's bytes and FLOPs per token, from its config (None for an architecture the analytic
+    formulas do not know); bench/roofline.py turns them and the probes into bounds."""
+    from bench.models import Card
+
+    card = Card("model", "model", None, "", "", config)
+    try:
+        return {
+            "weight_bytes": card.weight_bytes(dtype),
+            "kv_cache_bytes_per_token": card.kv_cache_bytes_per_token(dtype),
+            "flops_per_token": card.flops_per_token(0),
+            "attention_flops_per_token_per_context": card.flops_per_token(1) - card.flops_per_token(0),
+        }
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

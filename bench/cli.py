@@ -172,6 +172,48 @@ def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_probe(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from bench.netguard import apply_offline_env
+    from bench.probes import probe_in_subprocess
+
+    apply_offline_env()
+    with console.status("probing (memory bandwidth, matrix multiply per dtype, disk, GPUs)..."):
+        probes = probe_in_subprocess(quick=args.quick, model_dirs=[Path(d) for d in args.model_dir])
+    if args.json or probes.get("error"):
+        sys.stdout.write(json.dumps(probes, indent=2) + "\n")
+        return EXIT_FAILED_CELLS if probes.get("error") else EXIT_OK
+    table = Table(title=f"probes ({probes['seconds']:.1f} s)")
+    table.add_column("device")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+
+    def add_matmul(device: str, matmul: dict) -> None:
+        for name in ("float32", "bfloat16", "float16"):
+            rate = matmul.get(f"{name}_tflops")
+            table.add_row(device, f"matmul {name}", "-" if rate is None else f"{rate * 1000:,.1f} GFLOP/s")
+        rate = matmul.get("int8_tops")
+        table.add_row(device, "matmul int8", "-" if rate is None else f"{rate * 1000:,.1f} GOP/s")
+
+    table.add_row("host", "memory read bandwidth", f"{probes['host_memory']['read_gb_s']:.1f} GB/s")
+    add_matmul("host", probes["host_matmul"])
+    for disk in probes["disk"]:
+        table.add_row("disk", f"read {disk['directory']}", f"{disk['read_gb_s']:.2f} GB/s")
+    for gpu in probes["gpus"]:
+        device = f"GPU {gpu['index']} {gpu['name']}"
+        table.add_row(device, "memory bandwidth (copy)", f"{gpu['memory_bandwidth_gb_s']:.0f} GB/s")
+        table.add_row(device, "host to device / device to host", f"{gpu['h2d_gb_s']:.1f} / {gpu['d2h_gb_s']:.1f} GB/s")
+        add_matmul(device, gpu["matmul"])
+    if probes.get("all_reduce"):
+        reduce = probes["all_reduce"]
+        table.add_row(f"{reduce['gpus']} GPUs", "all-reduce bus bandwidth", f"{reduce['bus_bandwidth_gb_s']:.1f} GB/s")
+    console.print(table)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -215,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--private", required=True)
     keygen.add_argument("--public", required=True)
     keygen.set_defaults(handler=_cmd_keygen)
+
+    probe = verbs.add_parser("probe", help="measure this machine's limits: memory bandwidth, FLOP/s, disk, GPUs")
+    probe.add_argument("--quick", action="store_true", help="smaller sizes (what a run does at its start)")
+    probe.add_argument("--model-dir", action="append", default=[], help="also time reading this model directory")
+    probe.add_argument("--json", action="store_true")
+    probe.set_defaults(handler=_cmd_probe)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")

@@ -197,6 +197,7 @@ class RunSettings(Strict):
         None, description="kill a cell whose process tree's RSS exceeds this (protects the host)"
     )
     telemetry_interval_s: Annotated[float, Field(gt=0)] = 0.25
+    probes: bool = Field(True, description="probe memory bandwidth and FLOP/s first, for each cell's roofline")
     rules: Literal["nightly", "procurement"] = Field(
         "nightly", description="validity rules: nightly (short, not for procurement) or procurement (MLPerf-like)"
     )

@@ -24,6 +24,12 @@ def _gib(value: Any) -> str:
     return "-" if not value else f"{value / 2**30:.2f}"
 
 
+def _roof(summary: dict[str, Any], phase: str) -> str:
+    """The measured share of the roofline bound (bench/roofline.py): hardware or software limit?"""
+    fraction = ((summary.get("roofline") or {}).get(phase) or {}).get("fraction")
+    return "-" if fraction is None else f"{fraction:.0%}"
+
+
 def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
     kind = scenario["kind"]
     if kind == "prefill-decode":
@@ -65,7 +71,7 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
         table.add_column("engine")
     table.add_column("scenario point")
     for heading in ("TTFT ms\np50/p99", "ITL ms\np50/p99", "E2E ms\np50/p99", "output\ntok/s",
-                    "prefill\ntok/s", "decode\ntok/s", "load\ns", "RSS\nGiB"):
+                    "prefill\ntok/s", "decode\ntok/s", "decode\n% roof", "load\ns", "RSS\nGiB"):
         table.add_column(heading, justify="right", no_wrap=True)
     table.add_column("status")
     failures: list[str] = []
@@ -100,7 +106,7 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
         row += [
             _point(config["scenario"], config.get("workload")),
             pair("ttft"), pair("itl"), pair("e2e_latency"),
-            value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"),
+            value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"), _roof(summary, "decode"),
             _num(summary.get("load_s"), 2),
             _gib((summary.get("memory") or {}).get("peak_rss_bytes")),
         ]

@@ -25,6 +25,7 @@ from bench.errors import BenchError
 from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.records import RequestRecord, read_records
 from bench.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
+from bench.roofline import for_cell as roofline_for_cell
 
 GUARD_DESCRIPTION = "python audit hook on socket events (connect, sendto, getaddrinfo): loopback and allow_hosts only"
 
@@ -191,6 +192,16 @@ class Runner:
                 failures[key] = f"model could not be prepared: {type(exc).__name__}: {exc}"
         return failures
 
+    def _probe(self) -> None:
+        """The machine's limits, once per result set (a resume keeps the first run's), for rooflines."""
+        from bench.probes import probe_in_subprocess
+
+        if not self.plan.profile.run.probes or self.manifest.get("probes"):
+            return
+        self.observer.message("probing memory bandwidth and matrix-multiply throughput")
+        self.manifest["probes"] = probe_in_subprocess(quick=True, model_dirs=list(self.model_dirs.values()))
+        self._write_manifest()
+
     def _fail_without_running(self, cell: Cell, reason: str) -> dict[str, Any]:
         from bench.isolation import Outcome
 
@@ -226,6 +237,7 @@ class Runner:
         whole = summarise(outcome.samples, None)
         self.result_set.write_samples(cell.id, outcome.samples)
         summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished)
+        summary["roofline"] = roofline_for_cell(summary, self.manifest.get("probes") or {})
         refused = read_refusals(cell_dir / "network.jsonl")
         summary["network_refused"] = refused
         if refused:
@@ -241,6 +253,7 @@ class Runner:
         self.observer.run_started(self.result_set.path, self.plan.cells, self.plan.skip)
         try:
             model_failures = self._prepare_models()
+            self._probe()
             todo = [c for c in self.plan.cells if c.id not in self.plan.skip]
             for number, cell in enumerate(todo, start=1):
                 self.observer.cell_started(cell, number, len(todo))

@@ -48,6 +48,7 @@ def test_run_writes_a_valid_result_set(write_profile, tmp_path: Path) -> None:
             {"kind": "offline", "batch_sizes": [3], "batches": 1},
             {"kind": "prefill-decode", "prompt_tokens": [32], "gen_tokens": [5], "depths": [0, 64], "runs": 2},
         ],
+        run={"repetitions": 2, "warmup": 1, "probes": True, "telemetry_interval_s": 0.1},
     ))
     out = tmp_path / "result"
     done = run_cli("run", str(profile), "--output", str(out))
@@ -60,6 +61,7 @@ def test_run_writes_a_valid_result_set(write_profile, tmp_path: Path) -> None:
     assert manifest["counts"] == {"total": 6, "COMPLETED": 6, "FAILED": 0, "PENDING": 0}
     assert manifest["offline"]["env"]["HF_HUB_OFFLINE"] == "1" and manifest["offline"]["refused"] == []
     assert manifest["environment"]["cpu"] and manifest["machine_id"] == manifest["environment"]["machine_id"]
+    assert manifest["probes"]["host_memory"]["read_gb_s"] > 0
 
     summaries = cell_summaries(out)
     for label, summary in summaries.items():
@@ -73,6 +75,7 @@ def test_run_writes_a_valid_result_set(write_profile, tmp_path: Path) -> None:
         assert len(metrics["output_tok_s"]["per_repetition"]) == 2
         assert metrics["ttft"]["p50"] <= metrics["e2e_latency"]["p50"]
         assert summary["energy_per_output_token"]["unit"] == "J/tok"
+        assert 0 < summary["roofline"]["decode"]["fraction"] and summary["roofline"]["decode"]["bound_tok_s"] > 0
         records = list(read_records(out / "cells" / summary["cell_id"] / "records.jsonl.gz"))
         measured = [r for r in records if not r.warmup]
         assert all(r.output_tokens == r.expected_output_tokens == len(r.token_times) for r in records)

@@ -1,0 +1,78 @@
+"""Roofline efficiency per cell: the bound the probed hardware puts on prefill and decode at the
+cell's batch size and context, and the measured fraction of it. Pure: a cell summary and the
+run's probes in, a small dict out.
+
+Decode (one token per sequence per step) must read every weight once per step and each sequence's
+KV cache: tok/s <= batch x bandwidth / (weights + batch x context x KV bytes per token), and
+<= peak FLOP/s / FLOPs per token. Prefill is compute-bound: tok/s <= peak FLOP/s / FLOPs per
+token (attention over the context included), and <= tokens per batch x bandwidth / weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_TFLOPS_KEY = {"float32": "float32_tflops", "bfloat16": "bfloat16_tflops", "float16": "float16_tflops"}
+
+
+def hardware_limits(probes: dict[str, Any], device: str, dtype: str) -> dict[str, Any] | None:
+    """Bandwidth (bytes/s) and peak FLOP/s of the device a cell ran on, from the run's probes."""
+    if not probes or probes.get("error"):
+        return None
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        gpus = probes.get("gpus") or []
+        if index >= len(gpus):
+            return None
+        bandwidth = gpus[index].get("memory_bandwidth_gb_s")
+        tflops = (gpus[index].get("matmul") or {}).get(_TFLOPS_KEY.get(dtype, ""))
+    else:
+        bandwidth = (probes.get("host_memory") or {}).get("read_gb_s")
+        tflops = (probes.get("host_matmul") or {}).get(_TFLOPS_KEY.get(dtype, ""))
+    if not bandwidth or not tflops:
+        return None
+    return {"device": device, "dtype": dtype, "bandwidth_bytes_s": bandwidth * 1e9, "flops_s": tflops * 1e12}
+
+
+def _phase(measured: float | None, bounds: dict[str, float]) -> dict[str, Any]:
+    limited_by = min(bounds, key=bounds.__getitem__)
+    bound = bounds[limited_by]
+    return {
+        "bound_tok_s": bound,
+        "limited_by": limited_by,
+        "measured_tok_s": measured,
+        "fraction": measured / bound if measured is not None and bound > 0 else None,
+    }
+
+
+def for_cell(summary: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any] | None:
+    """Prefill and decode bounds and fractions for one completed cell; None when a fact is missing."""
+    model = (summary.get("model") or {}).get("roofline_inputs")
+    engine = summary.get("engine") or {}
+    metrics = summary.get("metrics") or {}
+    if summary.get("status") != "COMPLETED" or not model or not metrics:
+        return None
+    limits = hardware_limits(probes, str(engine.get("device", "cpu")), str(engine.get("dtype", "")))
+    if limits is None:
+        return None
+    scenario = summary["config"]["scenario"]
+    batch = scenario.get("batch_size", 1)
+    ok = max(metrics["requests"]["ok"], 1)
+    prompt = metrics["input_tokens"]["value"] / ok
+    output = metrics["output_tokens"]["value"] / ok
+    depth = scenario.get("depth", 0)
+    bandwidth, flops = limits["bandwidth_bytes_s"], limits["flops_s"]
+    weights, kv = model["weight_bytes"], model["kv_cache_bytes_per_token"]
+    per_context = model["attention_flops_per_token_per_context"]
+
+    decode_context = depth + prompt + output / 2  # the mean cache length while decoding
+    decode = _phase((metrics.get("decode_tok_s") or {}).get("value"), {
+        "memory bandwidth": batch * bandwidth / (weights + batch * decode_context * kv),
+        "compute": flops / (model["flops_per_token"] + per_context * decode_context),
+    })
+    prefill_context = depth + prompt / 2  # a prompt token attends to half the prompt, on average
+    prefill = _phase((metrics.get("prefill_tok_s") or {}).get("value"), {
+        "compute": flops / (model["flops_per_token"] + per_context * prefill_context),
+        "memory bandwidth": batch * prompt * bandwidth / weights,
+    })
+    return {**limits, "batch_size": batch, "decode": decode, "prefill": prefill}
