@@ -214,6 +214,51 @@ def _cmd_probe(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench.environment import collect_environment
+    from bench.fit import capacity_of, fit, largest, measured_check
+    from bench.models import list_cards, load_card
+
+    capacity = int(args.memory_gib * 2**30) if args.memory_gib else capacity_of(collect_environment(), args.device,
+                                                                                   args.gpus)
+    if capacity <= 0:
+        raise BenchError(f"no {args.device} memory found on this machine; give --memory-gib")
+    cards = [load_card(name) for name in args.card] if args.card else list_cards()
+    where = f"{capacity / 2**30:.1f} GiB ({args.device}{f' x{args.gpus}' if args.device == 'gpu' else ''})"
+    table = Table(title=f"fit in {where} at context {args.context:,} x {args.concurrency} sequence(s), {args.dtype}")
+    for heading in ("card", "weights GiB", "KV cache GiB", "activations GiB", "needed GiB", "fits",
+                    f"longest context x{args.concurrency}", f"most sequences @{args.context:,}"):
+        table.add_column(heading, justify="left" if heading in ("card", "fits") else "right")
+    for card in cards:
+        result = fit(card, args.dtype, args.context, args.concurrency, capacity, args.device)
+        table.add_row(
+            card.name, f"{result.weights / 2**30:.2f}", f"{result.kv_cache / 2**30:.2f}",
+            f"{result.activations / 2**30:.2f}", f"{result.needed / 2**30:.2f}",
+            "[green]yes[/]" if result.fits else "[red]no[/]",
+            f"{largest(card, args.dtype, capacity, args.device, concurrency=args.concurrency):,}",
+            f"{largest(card, args.dtype, capacity, args.device, context=args.context):,}",
+        )
+    console.print(table)
+    if args.results:
+        from bench.resultset import ResultSet
+
+        summaries = []
+        for directory in args.results:
+            result_set = ResultSet(Path(directory))
+            manifest = result_set.read_manifest()
+            summaries += [s for c in manifest["cells"] if (s := result_set.read_cell_summary(c["id"]))]
+        check = Table(title="the formula against measured peak memory")
+        for heading in ("cell", "predicted GiB", "measured GiB", "error"):
+            check.add_column(heading, justify="left" if heading == "cell" else "right")
+        for row in measured_check(summaries):
+            check.add_row(row["cell"], f"{row['predicted_bytes'] / 2**30:.2f}", f"{row['measured_bytes'] / 2**30:.2f}",
+                          f"{row['error']:+.0%}")
+        console.print(check)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -263,6 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--model-dir", action="append", default=[], help="also time reading this model directory")
     probe.add_argument("--json", action="store_true")
     probe.set_defaults(handler=_cmd_probe)
+
+    fit = verbs.add_parser("fit", help="which cards fit in this machine's memory, and the longest context / batch")
+    fit.add_argument("results", nargs="*", help="result sets whose measured memory to check the formula against")
+    fit.add_argument("--card", action="append", default=[], help="only these cards (default: all)")
+    fit.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    fit.add_argument("--context", type=int, default=4096, help="tokens per sequence (default 4096)")
+    fit.add_argument("--concurrency", type=int, default=1, help="sequences held at once (default 1)")
+    fit.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    fit.add_argument("--gpus", type=int, default=1, help="GPUs the model is spread over (tensor parallel)")
+    fit.add_argument("--memory-gib", type=float, help="capacity to plan for instead of this machine's")
+    fit.set_defaults(handler=_cmd_fit)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")

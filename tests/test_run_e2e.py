@@ -75,7 +75,7 @@ def test_run_writes_a_valid_result_set(write_profile, tmp_path: Path) -> None:
         assert len(metrics["output_tok_s"]["per_repetition"]) == 2
         assert metrics["ttft"]["p50"] <= metrics["e2e_latency"]["p50"]
         assert summary["energy_per_output_token"]["unit"] == "J/tok"
-        assert 0 < summary["roofline"]["decode"]["fraction"] and summary["roofline"]["decode"]["bound_tok_s"] > 0
+        assert summary["roofline"]["decode"]["fraction"] > 0 and summary["roofline"]["decode"]["bound_tok_s"] > 0
         records = list(read_records(out / "cells" / summary["cell_id"] / "records.jsonl.gz"))
         measured = [r for r in records if not r.warmup]
         assert all(r.output_tokens == r.expected_output_tokens == len(r.token_times) for r in records)
