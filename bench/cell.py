@@ -69,6 +69,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     from bench.engines.base import create_engine
     from bench.models import resolve_model
     from bench.records import write_records
+    from bench.roofline import model_inputs
     from bench.scenarios import ScenarioContext, scenario_runner
     from bench.workloads import prompts_digest
 
@@ -134,7 +135,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
             "parameter_count": model.parameter_count,
             "weight_bytes": model.weight_bytes,
             "safety": safety,
-            "roofline_inputs": roofline_inputs(model.config, model.dtype),
+            "roofline_inputs": model_inputs(model.config, model.dtype),
         },
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
         "clock": {"t0_wall": t0_wall, "measured_window_wall": window},
@@ -143,23 +144,6 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     }
     engine.close()
     return result
-
-
-def roofline_inputs(config: dict[str, Any], dtype: str) -> dict[str, Any] | None:
-    """The model's bytes and FLOPs per token, from its config (None for an architecture the analytic
-    formulas do not know); bench/roofline.py turns them and the probes into bounds."""
-    from bench.models import Card
-
-    card = Card("model", "model", None, "", "", config)
-    try:
-        return {
-            "weight_bytes": card.weight_bytes(dtype),
-            "kv_cache_bytes_per_token": card.kv_cache_bytes_per_token(dtype),
-            "flops_per_token": card.flops_per_token(0),
-            "attention_flops_per_token_per_context": card.flops_per_token(1) - card.flops_per_token(0),
-        }
-    except (KeyError, ValueError, TypeError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,6 +259,58 @@ def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_project(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from bench.models import load_card
+    from bench.project import calibration_samples, catalogue_limits, project
+    from bench.resultset import ResultSet
+    from bench.roofline import hardware_limits
+
+    samples = calibration_samples([Path(p) for p in args.results])
+    if not samples:
+        raise BenchError(f"no completed cells with a roofline in {', '.join(args.results)}: nothing to calibrate on")
+    if Path(args.hardware).is_dir():  # a measured machine: its probes stand in for the catalogue
+        probes = ResultSet(Path(args.hardware)).read_manifest().get("probes") or {}
+        limits = hardware_limits(probes, "cpu" if args.device == "cpu" else "cuda:0", args.dtype)
+        if limits is None:
+            raise BenchError(f"{args.hardware}: no probes for {args.device}/{args.dtype} in that result set")
+    else:
+        limits = catalogue_limits(args.hardware, args.dtype, args.devices)
+    result = project(samples, load_card(args.model).config, limits, args.engine, args.batch, args.prompt,
+                     args.output_tokens)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    where = f"{args.hardware}" + (f" x{args.devices}" if args.devices > 1 else "")
+    table = Table(title=f"PROJECTION: {args.model} ({args.dtype}) on {where} with {args.engine}, "
+                        f"{args.prompt} prompt + {args.output_tokens} output tokens")
+    for heading in ("batch", "prefill tok/s", "decode tok/s", "TTFT ms", "ITL ms", "decode limited by"):
+        table.add_column(heading, justify="right")
+
+    def with_error(value: float | None, error: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.1f}" + (f" ±{error:.0%}" if error is not None else "")
+
+    for row in result["rows"]:
+        table.add_row(str(row["batch_size"]), with_error(row["prefill"]["projected_tok_s"], row["prefill"]["error"]),
+                      with_error(row["decode"]["projected_tok_s"], row["decode"]["error"]),
+                      "-" if row["ttft_s"] is None else f"{row['ttft_s'] * 1000:,.0f}",
+                      "-" if row["itl_s"] is None else f"{row['itl_s'] * 1000:,.1f}", row["decode"]["limited_by"])
+    console.print(table)
+    held = result["held_out"]
+    console.print(f"calibrated on {len(result['calibration_cells'])} measured cell(s); held-out typical error: "
+                  f"decode {held['decode']['typical_error'] or 0:.0%} ({held['decode']['cells']} cells), prefill "
+                  f"{held['prefill']['typical_error'] or 0:.0%} ({held['prefill']['cells']} cells)", highlight=False)
+    if result["fits"] is False:
+        console.print(f"[red]does not fit[/]: needs {result['model_bytes_needed'] / 2**30:.0f} GiB for weights and KV "
+                      f"cache; use more devices (--devices)")
+    console.print(f"[yellow]{result['caveat']}[/]")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -320,6 +372,20 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--memory-gib", type=float, help="capacity to plan for instead of this machine's")
     fit.set_defaults(handler=_cmd_fit)
 
+    proj = verbs.add_parser("project", help="project throughput and latency for a machine or model not measured")
+    proj.add_argument("results", nargs="+", help="result sets (or folders of them) to calibrate on")
+    proj.add_argument("--hardware", required=True, help="a catalogue entry (e.g. nvidia-h200) or a result set")
+    proj.add_argument("--model", required=True, help="an architecture card")
+    proj.add_argument("--engine", default="transformers")
+    proj.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    proj.add_argument("--devices", type=int, default=1, help="devices in tensor parallel (catalogue hardware)")
+    proj.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="for a result set's probes")
+    proj.add_argument("--batch", type=int, action="append", help="batch sizes (default 1, 8, 32)")
+    proj.add_argument("--prompt", type=int, default=512)
+    proj.add_argument("--output-tokens", type=int, default=128)
+    proj.add_argument("--json-out", help="also write the projection (with its error bars) to this JSON file")
+    proj.set_defaults(handler=_cmd_project)
+
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")
     env.set_defaults(handler=_cmd_env)
@@ -333,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     if not getattr(args, "handler", None):
         args = parser.parse_args(["run", *(argv or [])])
+    if getattr(args, "batch", "absent") is None:
+        args.batch = [1, 8, 32]
     try:
         return args.handler(args, console)
     except BenchError as exc:

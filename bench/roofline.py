@@ -15,6 +15,23 @@ from typing import Any
 _TFLOPS_KEY = {"float32": "float32_tflops", "bfloat16": "bfloat16_tflops", "float16": "float16_tflops"}
 
 
+def model_inputs(config: dict[str, Any], dtype: str) -> dict[str, Any] | None:
+    """A model's bytes and FLOPs per token from its config (None for an architecture the analytic
+    formulas of bench/models/cards.py do not know)."""
+    from bench.models import Card
+
+    card = Card("model", "model", None, "", "", config)
+    try:
+        return {
+            "weight_bytes": card.weight_bytes(dtype),
+            "kv_cache_bytes_per_token": card.kv_cache_bytes_per_token(dtype),
+            "flops_per_token": card.flops_per_token(0),
+            "attention_flops_per_token_per_context": card.flops_per_token(1) - card.flops_per_token(0),
+        }
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
 def hardware_limits(probes: dict[str, Any], device: str, dtype: str) -> dict[str, Any] | None:
     """Bandwidth (bytes/s) and peak FLOP/s of the device a cell ran on, from the run's probes."""
     if not probes or probes.get("error"):
@@ -45,6 +62,39 @@ def _phase(measured: float | None, bounds: dict[str, float]) -> dict[str, Any]:
     }
 
 
+def bounds(model: dict[str, Any], limits: dict[str, Any], batch: int, prompt: float, output: float,
+           depth: float = 0) -> dict[str, dict[str, Any]]:
+    """Prefill and decode bounds (tok/s) and what limits each, for a model's size facts on hardware limits."""
+    bandwidth, flops = limits["bandwidth_bytes_s"], limits["flops_s"]
+    weights, kv = model["weight_bytes"], model["kv_cache_bytes_per_token"]
+    per_context = model["attention_flops_per_token_per_context"]
+    decode_context = depth + prompt + output / 2  # the mean cache length while decoding
+    prefill_context = depth + prompt / 2  # a prompt token attends to half the prompt, on average
+    return {
+        "decode": {
+            "memory bandwidth": batch * bandwidth / (weights + batch * decode_context * kv),
+            "compute": flops / (model["flops_per_token"] + per_context * decode_context),
+        },
+        "prefill": {
+            "compute": flops / (model["flops_per_token"] + per_context * prefill_context),
+            "memory bandwidth": batch * prompt * bandwidth / weights,
+        },
+    }
+
+
+def cell_shape(summary: dict[str, Any]) -> dict[str, float]:
+    """Batch size, mean prompt and output tokens, and context depth of a completed cell."""
+    metrics = summary["metrics"]
+    scenario = summary["config"]["scenario"]
+    ok = max(metrics["requests"]["ok"], 1)
+    return {
+        "batch": scenario.get("batch_size", 1),
+        "prompt": metrics["input_tokens"]["value"] / ok,
+        "output": metrics["output_tokens"]["value"] / ok,
+        "depth": scenario.get("depth", 0),
+    }
+
+
 def for_cell(summary: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any] | None:
     """Prefill and decode bounds and fractions for one completed cell; None when a fact is missing."""
     model = (summary.get("model") or {}).get("roofline_inputs")
@@ -55,24 +105,11 @@ def for_cell(summary: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any] 
     limits = hardware_limits(probes, str(engine.get("device", "cpu")), str(engine.get("dtype", "")))
     if limits is None:
         return None
-    scenario = summary["config"]["scenario"]
-    batch = scenario.get("batch_size", 1)
-    ok = max(metrics["requests"]["ok"], 1)
-    prompt = metrics["input_tokens"]["value"] / ok
-    output = metrics["output_tokens"]["value"] / ok
-    depth = scenario.get("depth", 0)
-    bandwidth, flops = limits["bandwidth_bytes_s"], limits["flops_s"]
-    weights, kv = model["weight_bytes"], model["kv_cache_bytes_per_token"]
-    per_context = model["attention_flops_per_token_per_context"]
-
-    decode_context = depth + prompt + output / 2  # the mean cache length while decoding
-    decode = _phase((metrics.get("decode_tok_s") or {}).get("value"), {
-        "memory bandwidth": batch * bandwidth / (weights + batch * decode_context * kv),
-        "compute": flops / (model["flops_per_token"] + per_context * decode_context),
-    })
-    prefill_context = depth + prompt / 2  # a prompt token attends to half the prompt, on average
-    prefill = _phase((metrics.get("prefill_tok_s") or {}).get("value"), {
-        "compute": flops / (model["flops_per_token"] + per_context * prefill_context),
-        "memory bandwidth": batch * prompt * bandwidth / weights,
-    })
-    return {**limits, "batch_size": batch, "decode": decode, "prefill": prefill}
+    shape = cell_shape(summary)
+    phase_bounds = bounds(model, limits, **shape)
+    return {
+        **limits,
+        "batch_size": shape["batch"],
+        "decode": _phase((metrics.get("decode_tok_s") or {}).get("value"), phase_bounds["decode"]),
+        "prefill": _phase((metrics.get("prefill_tok_s") or {}).get("value"), phase_bounds["prefill"]),
+    }

@@ -1,0 +1,1 @@
+"""A catalogue of published hardware specifications, for projections onto machines not measured."""
