@@ -36,6 +36,7 @@ class Sample:
     bound: float
     measured: float
     tokens_per_step: float
+    batch: int = 1
 
     @property
     def bound_step_s(self) -> float:
@@ -119,14 +120,23 @@ def calibration_samples(result_dirs: list[Path]) -> list[Sample]:
                     part = roof.get(phase) or {}
                     if part.get("measured_tok_s") and part.get("bound_tok_s"):
                         samples.append(Sample(summary["label"], engine, phase, part["bound_tok_s"],
-                                              part["measured_tok_s"], steps[phase]))
+                                              part["measured_tok_s"], steps[phase], int(shape["batch"])))
     return samples
 
 
-def step_model(samples: list[Sample], engine: str, phase: str, exclude: Sample | None = None) -> StepModel | None:
-    """The step model of an engine in a phase (of all engines when that one was never measured)."""
+def step_model(samples: list[Sample], engine: str, phase: str, batch: int,
+               exclude: Sample | None = None) -> StepModel | None:
+    """The step model of an engine in a phase, fitted on the cells whose batch size is nearest to
+    `batch` (kernels' efficiency changes with the batch: a CPU decoding 4 rows is not 4 times a
+    row), of all engines when that one was never measured."""
+    import math
+
     pool = [s for s in samples if s.phase == phase and s is not exclude]
-    return fit_step_model([s for s in pool if s.engine == engine] or pool)
+    pool = [s for s in pool if s.engine == engine] or pool
+    if not pool:
+        return None
+    nearest = min(abs(math.log(s.batch / batch)) for s in pool)
+    return fit_step_model([s for s in pool if abs(math.log(s.batch / batch)) == nearest])
 
 
 def held_out_errors(samples: list[Sample]) -> dict[str, dict[str, Any]]:
@@ -136,7 +146,7 @@ def held_out_errors(samples: list[Sample]) -> dict[str, dict[str, Any]]:
     for phase in PHASES:
         errors = []
         for sample in (s for s in samples if s.phase == phase):
-            model = step_model(samples, sample.engine, phase, exclude=sample)
+            model = step_model(samples, sample.engine, phase, sample.batch, exclude=sample)
             if model is not None:
                 errors.append(abs(model.tok_s(sample.bound, sample.tokens_per_step) / sample.measured - 1))
         errors.sort()
@@ -163,7 +173,7 @@ def project(samples: list[Sample], card_config: dict[str, Any], limits: dict[str
         for phase in PHASES:
             limited_by = min(phase_bounds[phase], key=phase_bounds[phase].__getitem__)
             bound = phase_bounds[phase][limited_by]
-            model = step_model(samples, engine, phase)
+            model = step_model(samples, engine, phase, batch)
             value = None if model is None else model.tok_s(bound, steps[phase])
             row[phase] = {"bound_tok_s": bound, "limited_by": limited_by, "projected_tok_s": value,
                           "slowdown": model and model.slowdown, "overhead_s_per_step": model and model.overhead_s,
