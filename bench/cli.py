@@ -311,6 +311,75 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench.compare import compare, parse_fail_on, regressions
+
+    thresholds = parse_fail_on(args.fail_on) if args.fail_on else []
+    metrics = args.metric or None
+    if thresholds:  # every gated metric is compared, whatever --metric says
+        metrics = list(dict.fromkeys([*(metrics or []), *(t.metric for t in thresholds)])) if metrics else None
+        if metrics is None:
+            from bench.compare import DEFAULT_METRICS
+
+            metrics = list(dict.fromkeys([*DEFAULT_METRICS, *(t.metric for t in thresholds)]))
+    result = compare(Path(args.a), Path(args.b), metrics, min_effect=args.min_effect, alpha=args.alpha)
+    where = "same machine" if result.same_machine else "different machines: matched on everything but hardware"
+    table = Table(title=f"A {args.a}  ->  B {args.b} ({where})")
+    for heading in ("cell", "metric", "A", "B", "change", "p", "verdict"):
+        table.add_column(heading, justify="right" if heading in ("A", "B", "change", "p") else "left")
+    colours = {"better": "green", "worse": "red", "no change": "", "insufficient data": "yellow"}
+    for cell in result.cells:
+        for index, metric in enumerate(cell.metrics):
+            scale, unit = (1000.0, "ms") if metric.unit == "s" else (1.0, metric.unit)
+            a = "-" if metric.a is None else f"{metric.a * scale:,.2f} {unit}"
+            b = "-" if metric.b is None else f"{metric.b * scale:,.2f} {unit}"
+            change = "-" if metric.change is None else f"{metric.change:+.1%}"
+            p = "-" if metric.verdict.p_value is None else f"{metric.verdict.p_value:.2g}"
+            call = metric.verdict.call
+            shown = f"[{colours[call]}]{call}[/]" if colours[call] else call
+            table.add_row(cell.label if index == 0 else "", metric.metric, a, b, change, p, shown)
+        for note in cell.notes:
+            table.add_row("", "[yellow]note[/]", "", "", "", "", note)
+    console.print(table)
+    for entry in result.unmatched:
+        console.print(f"not compared: {entry['label']} [{entry['cell']}]: {entry['reason']}", markup=False,
+                      highlight=False)
+    if not thresholds:
+        return EXIT_OK
+    found = regressions(result, thresholds)
+    for line in found:
+        console.print(f"REGRESSION {line}", markup=False, highlight=False)
+    console.print(f"{len(found)} regression(s) beyond --fail-on {args.fail_on}", highlight=False)
+    return EXIT_FAILED_CELLS if found else EXIT_OK
+
+
+def _cmd_table(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench.tables import DEFAULT_COLUMNS, cell_rows, heading, render
+
+    metrics = args.metric or DEFAULT_COLUMNS
+    rows = cell_rows([Path(p) for p in args.results], metrics)
+    if not rows:
+        raise BenchError(f"no result sets found in {', '.join(args.results)}")
+    columns = ["cell", "machine", *metrics, "validity"]
+    headings = {m: heading(m) for m in metrics}
+    if args.format != "terminal":
+        sys.stdout.write(render(rows, columns, args.format, headings))
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} cell(s) from {len({r['result_set'] for r in rows})} result set(s)")
+    for column in columns:
+        table.add_column(headings.get(column, column), justify="right" if column in metrics else "left")
+    from bench.tables import _text
+
+    for row in rows:
+        table.add_row(*[_text(row.get(c)) for c in columns])
+    console.print(table)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -385,6 +454,21 @@ def build_parser() -> argparse.ArgumentParser:
     proj.add_argument("--output-tokens", type=int, default=128)
     proj.add_argument("--json-out", help="also write the projection (with its error bars) to this JSON file")
     proj.set_defaults(handler=_cmd_project)
+
+    cmp = verbs.add_parser("compare", help="compare two result sets cell by cell; gate on regressions")
+    cmp.add_argument("a", help="the baseline result set")
+    cmp.add_argument("b", help="the result set to judge")
+    cmp.add_argument("--metric", action="append", help="metrics to compare (default: throughput and latencies)")
+    cmp.add_argument("--fail-on", help='exit 1 on a significant change beyond e.g. "decode_tok_s:-5%%,ttft_p99:+10%%"')
+    cmp.add_argument("--min-effect", type=float, default=0.02, help="smallest relative change called (default 0.02)")
+    cmp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test")
+    cmp.set_defaults(handler=_cmd_compare)
+
+    tab = verbs.add_parser("table", help="a table of the cells of result sets (terminal, markdown, csv, latex, json)")
+    tab.add_argument("results", nargs="+", help="result sets or folders of them")
+    tab.add_argument("--format", default="terminal", choices=["terminal", "markdown", "csv", "latex", "json"])
+    tab.add_argument("--metric", action="append", help="columns (default: throughput and key latencies)")
+    tab.set_defaults(handler=_cmd_table)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")
