@@ -380,6 +380,36 @@ def _cmd_table(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from bench.report import write_report
+    from bench.tables import result_set_paths
+
+    paths = [Path(p) for p in args.results]
+    if not result_set_paths(paths):
+        raise BenchError(f"no result sets found in {', '.join(args.results)}")
+    out = write_report(paths, Path(args.output), args.title)
+    console.print(f"report: {out} (one self-contained file; opens offline)", highlight=False)
+    return EXIT_OK
+
+
+def _cmd_plot(args: argparse.Namespace, console: Console) -> int:
+    import bench
+    from bench import plots
+    from bench.tables import result_set_paths
+
+    paths = result_set_paths([Path(p) for p in args.results])
+    if not paths:
+        raise BenchError(f"no result sets found in {', '.join(args.results)}")
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cells = bench.load(paths)
+    written = [plots.save(fn(cells), out / f"{name}.{args.format}") for name, fn in plots.FIGURES.items()]
+    written.append(plots.save(plots.latency_distributions(bench.load(paths, per="request")),
+                              out / f"distributions.{args.format}"))
+    console.print(f"{len(written)} figure(s) in {out}: " + ", ".join(p.name for p in written), highlight=False)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -469,6 +499,18 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--format", default="terminal", choices=["terminal", "markdown", "csv", "latex", "json"])
     tab.add_argument("--metric", action="append", help="columns (default: throughput and key latencies)")
     tab.set_defaults(handler=_cmd_table)
+
+    rep = verbs.add_parser("report", help="one self-contained HTML report of result sets (opens offline)")
+    rep.add_argument("results", nargs="+", help="result sets or folders of them")
+    rep.add_argument("-o", "--output", default="report.html")
+    rep.add_argument("--title")
+    rep.set_defaults(handler=_cmd_report)
+
+    plot = verbs.add_parser("plot", help="figures of result sets as PNG, SVG or PDF")
+    plot.add_argument("results", nargs="+", help="result sets or folders of them")
+    plot.add_argument("-o", "--output-dir", default="figures")
+    plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"])
+    plot.set_defaults(handler=_cmd_plot)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")

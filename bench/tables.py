@@ -48,7 +48,7 @@ def cell_rows(paths: list[Path], metrics: list[str]) -> list[dict[str, Any]]:
     for path in result_set_paths(paths):
         result_set = ResultSet(path)
         manifest = result_set.read_manifest()
-        cpu = ((manifest.get("environment") or {}).get("cpu") or {}).get("model")
+        cpu = ((manifest.get("environment") or {}).get("cpu") or {}).get("model_name")
         for entry in manifest.get("cells", []):
             summary = result_set.read_cell_summary(entry["id"]) or {}
             row: dict[str, Any] = {
