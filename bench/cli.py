@@ -410,6 +410,35 @@ def _cmd_plot(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_history(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from bench import plots
+    from bench.history import collect, prometheus_text, pytest_benchmark_json, trend_figure
+
+    series = collect([Path(p) for p in args.results], args.metric, args.cell)
+    if not series:
+        raise BenchError(f"no completed cell{' ' + args.cell if args.cell else ''} in {', '.join(args.results)}")
+    table = Table(title=f"{args.metric} over {max(len(s.points) for s in series)} result set(s)")
+    table.add_column("cell")
+    table.add_column("trend (oldest first)")
+    table.add_column("changes")
+    scale = 1000.0 if series[0].unit == "s" else 1.0
+    for one in series:
+        values = " ".join("-" if p.value is None else f"{p.value * scale:.4g}" for p in one.points)
+        changes = ", ".join(f"{p.change} at {p.result_set}" for p in one.points if p.change) or "none"
+        table.add_row(one.label, values, changes)
+    console.print(table)
+    if args.output:
+        plots.save(trend_figure(series), Path(args.output))
+        console.print(f"trend: {args.output}", highlight=False)
+    if args.pytest_benchmark:
+        pytest_benchmark_json(series, Path(args.pytest_benchmark))
+    if args.prometheus:
+        prometheus_text(series, Path(args.prometheus))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -511,6 +540,15 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("-o", "--output-dir", default="figures")
     plot.add_argument("--format", default="png", choices=["png", "svg", "pdf"])
     plot.set_defaults(handler=_cmd_plot)
+
+    hist = verbs.add_parser("history", help="a metric's trend per cell over many result sets, change points marked")
+    hist.add_argument("results", nargs="+", help="result sets or folders of them")
+    hist.add_argument("--metric", default="output_tok_s")
+    hist.add_argument("--cell", help="one cell (id or label); default every cell")
+    hist.add_argument("-o", "--output", help="the trend figure (.png, .svg, .pdf)")
+    hist.add_argument("--pytest-benchmark", metavar="FILE", help="export the newest values as pytest-benchmark JSON")
+    hist.add_argument("--prometheus", metavar="FILE", help="export them as Prometheus text (node_exporter textfile)")
+    hist.set_defaults(handler=_cmd_history)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")
