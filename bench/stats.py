@@ -16,8 +16,8 @@ MIN_SAMPLES = 4
 class Estimate:
     n: int
     median: float
-    low: float  # bootstrap confidence interval of the median
-    high: float
+    low: float | None  # bootstrap confidence interval of the median (None when not asked for)
+    high: float | None
     cv: float | None  # coefficient of variation: noise across repetitions
 
 
@@ -28,8 +28,8 @@ def estimate(values: Sequence[float], confidence: float = 0.95, resamples: int =
     median = float(np.median(data))
     mean = float(data.mean())
     cv = float(data.std(ddof=1) / mean) if len(data) > 1 and mean else None
-    if len(data) < 2:
-        return Estimate(len(data), median, median, median, cv)
+    if len(data) < 2 or resamples == 0:
+        return Estimate(len(data), median, None, None, cv)
     rng = np.random.default_rng(seed)  # seeded: the same data always gives the same interval
     medians = np.median(data[rng.integers(0, len(data), (resamples, len(data)))], axis=1)
     tail = (1 - confidence) / 2
@@ -50,17 +50,18 @@ class Verdict:
 
 def compare_samples(a: Sequence[float], b: Sequence[float], higher_is_better: bool, min_effect: float = 0.02,
                     alpha: float = 0.05, statistic: Callable[[list[float]], float] | None = None,
-                    quantile: float | None = 0.5) -> Verdict:
+                    quantile: float | None = 0.5, intervals: bool = False) -> Verdict:
     """A difference is called only if it is significant at `alpha` AND the statistic (the median
     unless given, e.g. a p99) moved by more than `min_effect` relative; its direction says better or
     worse. Medians take Mann-Whitney U; a tail or a mean (`statistic` given, with its `quantile`,
     None for the mean) takes a bootstrap test of itself, since a p99 can move against the median.
-    Noise never looks like a regression."""
+    Noise never looks like a regression. `intervals` adds bootstrap intervals of both medians."""
     a = [float(v) for v in a if v is not None]
     b = [float(v) for v in b if v is not None]
     if not a or not b:
         return Verdict("insufficient data", None, None, None, None)
-    ea, eb = estimate(a), estimate(b)
+    resamples = 2000 if intervals else 0
+    ea, eb = estimate(a, resamples=resamples), estimate(b, resamples=resamples)
     x, y = (statistic(a), statistic(b)) if statistic else (ea.median, eb.median)
     change = (y - x) / x if x else None
     if len(a) < MIN_SAMPLES or len(b) < MIN_SAMPLES:

@@ -13,7 +13,7 @@ from bench.stats import MIN_SAMPLES, compare_samples, estimate
 def test_estimate_interval_brackets_the_median_and_is_seeded() -> None:
     values = [10.0, 11.0, 9.0, 10.5, 9.5, 10.2, 9.8]
     e = estimate(values)
-    assert e.low <= e.median == 10.0 <= e.high and e.n == 7
+    assert e.low <= e.median == 10.0 <= e.high and e.n == 7 and e.low < e.high
     assert e.cv == pytest.approx(statistics.stdev(values) / statistics.fmean(values))
     assert estimate(values) == e  # same data, same interval
 
