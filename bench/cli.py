@@ -327,21 +327,32 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     result = compare(Path(args.a), Path(args.b), metrics, min_effect=args.min_effect, alpha=args.alpha)
     where = "same machine" if result.same_machine else "different machines: matched on everything but hardware"
     table = Table(title=f"A {args.a}  ->  B {args.b} ({where})")
-    for heading in ("cell", "metric", "A", "B", "change", "p", "verdict"):
-        table.add_column(heading, justify="right" if heading in ("A", "B", "change", "p") else "left")
+    for heading in ("cell", "metric", "A", "B", "change", "p", "noise (CV) A/B", "verdict"):
+        table.add_column(heading, justify="left" if heading in ("cell", "metric", "verdict") else "right")
     colours = {"better": "green", "worse": "red", "no change": "", "insufficient data": "yellow"}
     for cell in result.cells:
         for index, metric in enumerate(cell.metrics):
             scale, unit = (1000.0, "ms") if metric.unit == "s" else (1.0, metric.unit)
-            a = "-" if metric.a is None else f"{metric.a * scale:,.2f} {unit}"
-            b = "-" if metric.b is None else f"{metric.b * scale:,.2f} {unit}"
+
+            def shown_value(value: float | None, estimate: object, scale: float = scale, unit: str = unit) -> str:
+                """The figure, with the bootstrap 95% interval of a median where one was computed."""
+                if value is None:
+                    return "-"
+                low, high = getattr(estimate, "low", None), getattr(estimate, "high", None)
+                interval = f" [{low * scale:,.1f}-{high * scale:,.1f}]" if low is not None and high is not None else ""
+                return f"{value * scale:,.2f}{interval} {unit}"
+
+            a = shown_value(metric.a, metric.verdict.a)
+            b = shown_value(metric.b, metric.verdict.b)
+            cvs = [getattr(e, "cv", None) for e in (metric.verdict.a, metric.verdict.b)]
+            noise = "/".join("-" if cv is None else f"{cv:.0%}" for cv in cvs)
             change = "-" if metric.change is None else f"{metric.change:+.1%}"
             p = "-" if metric.verdict.p_value is None else f"{metric.verdict.p_value:.2g}"
             call = metric.verdict.call
             shown = f"[{colours[call]}]{call}[/]" if colours[call] else call
-            table.add_row(cell.label if index == 0 else "", metric.metric, a, b, change, p, shown)
+            table.add_row(cell.label if index == 0 else "", metric.metric, a, b, change, p, noise, shown)
         for note in cell.notes:
-            table.add_row("", "[yellow]note[/]", "", "", "", "", note)
+            table.add_row("", "[yellow]note[/]", "", "", "", "", "", note)
     console.print(table)
     for entry in result.unmatched:
         console.print(f"not compared: {entry['label']} [{entry['cell']}]: {entry['reason']}", markup=False,

@@ -177,7 +177,8 @@ def compare(a_path: Path, b_path: Path, metrics: list[str] | None = None, min_ef
                 # Medians (rates, _p50) take the U test; tails and means test their own statistic.
                 tail = None if stat in (None, "p50") else (lambda values, stat=stat: statistic(values, stat))
                 quantile = None if stat == "mean" else float(stat[1:]) / 100 if stat else 0.5
-                verdict = compare_samples(xs, ys, higher, min_effect, alpha, statistic=tail, quantile=quantile)
+                verdict = compare_samples(xs, ys, higher, min_effect, alpha, statistic=tail, quantile=quantile,
+                                          intervals=stat in (None, "p50"))
             result.metrics.append(MetricComparison(name, unit, higher, statistic(xs, stat), statistic(ys, stat),
                                                    verdict))
         cells.append(result)
