@@ -450,6 +450,44 @@ def _cmd_history(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from bench.netguard import NetworkGuard, apply_offline_env
+    from bench.serving.calibrate import calibrate
+
+    apply_offline_env()
+    NetworkGuard.install([], None)  # the load generator talks to loopback only
+    levels = args.users or [1, 16, 64, 128, 256]
+    with console.status("calibrating the load generator") as status:
+        result = calibrate(args.ttft, args.itl, levels, args.tokens, args.duration,
+                           progress=lambda users: status.update(f"{users} concurrent stream(s)"))
+    table = Table(title=f"load generator against an endpoint answering TTFT {args.ttft * 1000:g} ms, "
+                        f"ITL {args.itl * 1000:g} ms")
+    for heading in ("streams", "req/s", "tok/s", "TTFT error p50/p99 ms", "ITL error p50/p99 ms", "client CPU",
+                    "trusted"):
+        table.add_column(heading, justify="right")
+    for level in result["levels"]:
+        ttft, itl = level["ttft_error_s"], level["itl_error_s"]
+        table.add_row(str(level["users"]), f"{level['requests_per_s']:,.1f}", f"{level['tokens_per_s']:,.0f}",
+                      f"{ttft['p50'] * 1000:+.2f} / {ttft['p99'] * 1000:+.2f}",
+                      f"{itl['p50'] * 1000:+.2f} / {itl['p99'] * 1000:+.2f}",
+                      f"{level['client_cpu_fraction']:.0%}", "yes" if level["trustworthy"] else "no")
+    console.print(table)
+    ceiling = result["ceiling"]
+    if ceiling:
+        console.print(f"ceiling: {ceiling['requests_per_s']:,.1f} requests/s, {ceiling['tokens_per_s']:,.0f} streamed "
+                      f"tokens/s at {ceiling['users']} streams with p99 timing errors within "
+                      f"{result['error_bound_s'] * 1000:g} ms", highlight=False)
+    else:
+        console.print("[red]no level kept its p99 timing errors within bounds[/]")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lokaal-bench",
@@ -560,6 +598,15 @@ def build_parser() -> argparse.ArgumentParser:
     hist.add_argument("--pytest-benchmark", metavar="FILE", help="export the newest values as pytest-benchmark JSON")
     hist.add_argument("--prometheus", metavar="FILE", help="export them as Prometheus text (node_exporter textfile)")
     hist.set_defaults(handler=_cmd_history)
+
+    cal = verbs.add_parser("calibrate", help="how far can this machine's load generator be trusted?")
+    cal.add_argument("--ttft", type=float, default=0.05, help="the endpoint's time to first token, s (0.05)")
+    cal.add_argument("--itl", type=float, default=0.01, help="the endpoint's inter-token latency, s (0.01)")
+    cal.add_argument("--users", type=int, action="append", help="concurrent streams (default 1 16 64 128 256)")
+    cal.add_argument("--tokens", type=int, default=32, help="tokens per response")
+    cal.add_argument("--duration", type=float, default=5.0, help="seconds per level")
+    cal.add_argument("--output", help="write the result as JSON")
+    cal.set_defaults(handler=_cmd_calibrate)
 
     env = verbs.add_parser("env", help="print this machine's environment inventory")
     env.add_argument("--json", action="store_true", help="as JSON")

@@ -1,0 +1,107 @@
+"""`lokaal-bench calibrate`: how far can this machine's load generator be trusted?
+
+The calibration endpoint (its own process, so client and server do not share an interpreter)
+answers with a known TTFT and ITL; closed-loop users stream from it at rising concurrency. Per
+level: the timing error of TTFT and ITL (measured minus configured, p50 and p99), the rate achieved,
+and the client's own CPU use. The ceiling is the highest level whose p99 errors stay within 5 ms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.metrics import percentile
+from bench.serving.client import Connection, StreamResult
+
+ERROR_BOUND_S = 0.005  # p99 timing error that still counts as trustworthy
+
+
+def start_server(ttft_s: float, itl_s: float) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.serving.calibration_server", "--ttft", str(ttft_s),
+                             "--itl", str(itl_s)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.strip().isdigit():
+        proc.kill()
+        raise RuntimeError("the calibration endpoint did not start")
+    return proc, int(line)
+
+
+async def _closed_loop(port: int, users: int, tokens: int, duration_s: float) -> list[StreamResult]:
+    deadline = time.perf_counter() + duration_s
+    payload = {"model": "calibration", "prompt": "x", "max_tokens": tokens, "stream": True, "ignore_eos": True,
+               "stream_options": {"include_usage": True}}
+    results: list[StreamResult] = []
+
+    async def user() -> None:
+        connection = Connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                results.append(await connection.stream("/v1/completions", payload, timeout_s=60))
+        finally:
+            await connection.close()
+
+    await asyncio.gather(*(user() for _ in range(users)))
+    return results
+
+
+def measure_level(port: int, users: int, ttft_s: float, itl_s: float, tokens: int, duration_s: float) -> dict[str, Any]:
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    results = asyncio.run(_closed_loop(port, users, tokens, duration_s))
+    wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    ok = [r for r in results if r.ok and r.first_token is not None]
+    ttft_errors = sorted((r.first_token - r.sent) - ttft_s for r in ok)
+    itl_errors = sorted((b - a) - itl_s for r in ok for a, b in zip(r.token_times, r.token_times[1:], strict=False))
+    cpu = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime)
+
+    def pcts(errors: list[float]) -> dict[str, float | None]:
+        return {f"p{q}": percentile(errors, q) if errors else None for q in (50, 99)}
+
+    level = {
+        "users": users,
+        "requests": len(results),
+        "errors": len(results) - len(ok),
+        "requests_per_s": len(ok) / wall,
+        "tokens_per_s": sum(len(r.token_times) for r in ok) / wall,
+        "ttft_error_s": pcts(ttft_errors),
+        "itl_error_s": pcts(itl_errors),
+        "usage_mismatches": sum(1 for r in ok if r.usage_completion_tokens not in (None, len(r.token_times))),
+        "client_cpu_fraction": cpu / wall,  # 1.0 = one core busy all the time
+    }
+    worst = max(abs(level["ttft_error_s"]["p99"] or 0), abs(level["itl_error_s"]["p99"] or 0))
+    level["trustworthy"] = level["errors"] == 0 and worst <= ERROR_BOUND_S
+    return level
+
+
+def calibrate(ttft_s: float = 0.05, itl_s: float = 0.01, levels: list[int] | None = None, tokens: int = 32,
+              duration_s: float = 5.0, progress: Any = None) -> dict[str, Any]:
+    levels = levels or [1, 16, 64, 128, 256]
+    proc, port = start_server(ttft_s, itl_s)
+    try:
+        measured = []
+        for users in levels:
+            if progress:
+                progress(users)
+            measured.append(measure_level(port, users, ttft_s, itl_s, tokens, duration_s))
+    finally:
+        proc.kill()
+        proc.wait()
+    trusted = [level for level in measured if level["trustworthy"]]
+    ceiling = max(trusted, key=lambda level: level["tokens_per_s"]) if trusted else None
+    return {
+        "configured": {"ttft_s": ttft_s, "itl_s": itl_s, "tokens": tokens, "duration_s": duration_s},
+        "error_bound_s": ERROR_BOUND_S,
+        "levels": measured,
+        "ceiling": None if ceiling is None else {
+            "users": ceiling["users"], "requests_per_s": ceiling["requests_per_s"],
+            "tokens_per_s": ceiling["tokens_per_s"]},
+        "median_client_cpu_fraction": statistics.median(level["client_cpu_fraction"] for level in measured),
+    }

@@ -1,0 +1,142 @@
+"""An OpenAI-compatible streaming client on asyncio streams: one HTTP/1.1 keep-alive connection per
+simulated user, every server-sent event timestamped (time.perf_counter) the moment it is read.
+
+Timestamps are taken per SSE event, as vLLM's benchmark does; the server's reported usage is kept
+beside the counted events so a mismatch can be recorded rather than hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StreamResult:
+    sent: float
+    first_token: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    end: float | None = None
+    usage_completion_tokens: int | None = None
+    status: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Connection:
+    """One keep-alive connection; reopened when the server closes it."""
+
+    def __init__(self, host: str, port: int, api_key: str | None = None):
+        self.host, self.port, self.api_key = host, port, api_key
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _ensure(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.writer is None or self.writer.is_closing() or self.reader is None or self.reader.at_eof():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**20)
+        return self.reader, self.writer
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    async def stream(self, path: str, payload: dict[str, Any], timeout_s: float = 600.0) -> StreamResult:
+        body = json.dumps(payload).encode()
+        head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+                f"accept: text/event-stream\r\ncontent-length: {len(body)}\r\n")
+        if self.api_key:
+            head += f"authorization: Bearer {self.api_key}\r\n"
+        result = StreamResult(sent=time.perf_counter())
+        try:
+            reader, writer = await self._ensure()
+            result.sent = time.perf_counter()
+            writer.write(head.encode() + b"\r\n" + body)
+            await writer.drain()
+            await asyncio.wait_for(self._read(reader, result), timeout_s)
+        except asyncio.TimeoutError:
+            result.error = f"timed out after {timeout_s:g} s"
+            await self.close()
+            self.writer = None
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, ValueError) as exc:
+            result.error = f"{type(exc).__name__}: {exc}"
+            await self.close()
+            self.writer = None
+        return result
+
+    async def _read(self, reader: asyncio.StreamReader, result: StreamResult) -> None:
+        status_line = await reader.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        result.status = int(status_line.split()[1])
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if result.status != 200:
+            raw = await _body(reader, headers)
+            result.error = f"HTTP {result.status}: {raw[:300].decode(errors='replace')}"
+            return
+        if "text/event-stream" not in headers.get("content-type", ""):
+            data = json.loads(await _body(reader, headers))
+            result.end = time.perf_counter()
+            result.first_token = result.end
+            result.token_times = [result.end]
+            result.usage_completion_tokens = (data.get("usage") or {}).get("completion_tokens")
+            return
+        buffer, done = b"", False
+        async for piece in _pieces(reader, headers):  # read to the body's end, so keep-alive stays in step
+            now = time.perf_counter()
+            buffer += piece
+            while not done and b"\n\n" in buffer:
+                event, buffer = buffer.split(b"\n\n", 1)
+                if self._event(event, now, result):
+                    done = True
+                    result.end = result.token_times[-1] if result.token_times else now
+        if not done:
+            result.error = "the stream ended without [DONE]"
+
+    @staticmethod
+    def _event(event: bytes, now: float, result: StreamResult) -> bool:
+        """Record one SSE event; True at [DONE]."""
+        for line in event.split(b"\n"):
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return True
+            message = json.loads(data)
+            if message.get("usage"):
+                result.usage_completion_tokens = message["usage"].get("completion_tokens")
+            for choice in message.get("choices") or []:
+                text = choice.get("text")
+                if text is None:
+                    text = (choice.get("delta") or {}).get("content")
+                if text:
+                    if result.first_token is None:
+                        result.first_token = now
+                    result.token_times.append(now)
+        return False
+
+
+async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    return b"".join([piece async for piece in _pieces(reader, headers)])
+
+
+async def _pieces(reader: asyncio.StreamReader, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The response body as it arrives: chunked transfer decoding, or content-length."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                await reader.readline()
+                return
+            yield await reader.readexactly(size)
+            await reader.readline()
+    else:
+        yield await reader.readexactly(int(headers.get("content-length", "0")))
