@@ -279,8 +279,8 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
             raise BenchError(f"{args.hardware}: no probes for {args.device}/{args.dtype} in that result set")
     else:
         limits = catalogue_limits(args.hardware, args.dtype, args.devices)
-    result = project(samples, load_card(args.model).config, limits, args.engine, args.batch, args.prompt,
-                     args.output_tokens)
+    result = project(samples, load_card(args.model).config, limits, args.engine, args.batch or [1, 8, 32],
+                     args.prompt, args.output_tokens)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     where = f"{args.hardware}" + (f" x{args.devices}" if args.devices > 1 else "")
@@ -621,8 +621,6 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     if not getattr(args, "handler", None):
         args = parser.parse_args(["run", *(argv or [])])
-    if getattr(args, "batch", "absent") is None:
-        args.batch = [1, 8, 32]
     try:
         return args.handler(args, console)
     except BenchError as exc:

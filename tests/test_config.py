@@ -78,3 +78,17 @@ def test_cli_missing_file_exits_2(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "bench", "validate", str(tmp_path / "none.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "file not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_readme_profile_example_is_valid() -> None:
+    import re
+
+    import yaml
+
+    from bench.config import parse_profile
+
+    text = (REPO / "README.md").read_text()
+    example = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert example, "the README has no YAML profile example"
+    profile = parse_profile(yaml.safe_load(example.group(1)), "README.md")
+    assert len(profile.models) == 2 and profile.run.rules == "nightly"
