@@ -155,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     apply_offline_env()
-    NetworkGuard.install(spec["cell"]["run"].get("allow_hosts", []), cell_dir / "network.jsonl")
+    from bench.engines.openai_engine import endpoint_hosts
+
+    # A served engine's endpoints are named by the profile, so they may be reached; nothing else.
+    allowed = spec["cell"]["run"].get("allow_hosts", []) + endpoint_hosts(spec["cell"]["engine"].get("base_urls", []))
+    NetworkGuard.install(allowed, cell_dir / "network.jsonl")
     try:
         result = run_cell(spec, cell_dir)
     except BaseException as exc:  # every failure becomes a reason in the result, then a FAILED row

@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import ModelSpec, Profile, RunSettings, WorkloadSpec, resolve_relative
+from bench.config import (
+    SERVED_ENGINES,
+    SERVED_SCENARIOS,
+    ModelSpec,
+    Profile,
+    RunSettings,
+    WorkloadSpec,
+    resolve_relative,
+)
 from bench.hashing import canonical_json
 
 # Bump only when the meaning of a cell's configuration changes; ids change with it.
@@ -69,9 +77,13 @@ def cell_id(identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
 
 
+# Engine settings whose list values sweep (one cell per value); other lists (base_urls) are one value.
+SWEEPABLE = frozenset({"dtype", "threads"})
+
+
 def _engine_variants(engine: dict[str, Any]) -> list[dict[str, Any]]:
-    """List-valued engine settings (dtype: [bfloat16, float32]) expand into one engine each."""
-    keys = [k for k, v in engine.items() if isinstance(v, list)]
+    """List-valued sweepable settings (dtype: [bfloat16, float32]) expand into one engine each."""
+    keys = [k for k, v in engine.items() if isinstance(v, list) and k in SWEEPABLE]
     if not keys:
         return [engine]
     variants = []
@@ -94,6 +106,12 @@ def _scenario_points(scenario: dict[str, Any]) -> list[dict[str, Any]]:
              "batch_size": scenario["batch_size"], "requests": scenario["runs"]}
             for d, p, g in itertools.product(scenario["depths"], scenario["prompt_tokens"], scenario["gen_tokens"])
         ]
+    if kind == "concurrency":
+        return [{"kind": kind, "users": n, "requests": scenario["requests"], "batch_size": n}
+                for n in scenario["users"]]
+    if kind == "rate":
+        return [{"kind": kind, "rate": r, "arrival": scenario["arrival"], "burstiness": scenario["burstiness"],
+                 "requests": scenario["requests"], "batch_size": 1} for r in scenario["rates"]]
     raise ValueError(f"unknown scenario kind {kind!r}")
 
 
@@ -103,6 +121,10 @@ def _point_label(point: dict[str, Any]) -> str:
         return "single-stream"
     if kind == "offline":
         return f"offline b={point['batch_size']}"
+    if kind == "concurrency":
+        return f"concurrency {point['users']}"
+    if kind == "rate":
+        return f"rate {point['rate']:g}/s {point['arrival']}"
     depth = f" @d{point['depth']}" if point["depth"] else ""
     batch = f" b={point['batch_size']}" if point["batch_size"] > 1 else ""
     return f"pp{point['prompt_tokens']}+tg{point['gen_tokens']}{depth}{batch}"
@@ -145,6 +167,8 @@ def expand(profile: Profile, profile_path: Path) -> list[Cell]:
         for engine_spec in profile.engines:
             for engine in _engine_variants(engine_spec.model_dump()):
                 for scenario_spec in profile.scenarios:
+                    if (scenario_spec.kind in SERVED_SCENARIOS) != (engine["kind"] in SERVED_ENGINES):
+                        continue  # served load shapes go to servers, in-process ones to in-process engines
                     scenario = scenario_spec.model_dump()
                     workloads: list[dict[str, Any] | None] = (
                         [None] if scenario["kind"] == "prefill-decode"

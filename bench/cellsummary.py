@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.cells import Cell
 from bench.isolation import Outcome
-from bench.metrics import short_outputs, summarise
+from bench.metrics import percentile, short_outputs, summarise
 from bench.records import RequestRecord
 from bench.resultset import SCHEMA_VERSION
 from bench.validity import judge
@@ -30,6 +30,41 @@ def energy_per_token(telemetry: dict[str, Any], output_tokens: int | None) -> di
         "parts_j": parts,
         "sources": sources,
     }
+
+
+def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: dict[str, Any]) -> dict[str, Any] | None:
+    """For served cells: did the client keep up? Send lag (actual minus scheduled send), the send
+    rate achieved against the target, and the client process's CPU. Client-bound cells are flagged."""
+    measured = [r for r in records if not r.warmup and r.sent_time is not None]
+    if cell.scenario["kind"] not in ("concurrency", "rate") or not measured:
+        return None
+    lags = sorted(r.send_lag for r in measured if r.send_lag is not None)
+    check: dict[str, Any] = {"send_lag_s": {"p50": percentile(lags, 50), "p99": percentile(lags, 99)}}
+    reasons = []
+    if check["send_lag_s"]["p99"] > 0.010:
+        reasons.append(f"send lag p99 {check['send_lag_s']['p99'] * 1000:.1f} ms above 10 ms")
+    if cell.scenario["kind"] == "rate":
+        def mean_rate(times_of: Any) -> float | None:
+            by_repetition: dict[int, list[float]] = {}
+            for record in measured:
+                by_repetition.setdefault(record.repetition, []).append(times_of(record))
+            rates = [(len(t) - 1) / (max(t) - min(t)) for t in by_repetition.values() if len(t) > 1 and max(t) > min(t)]
+            return sum(rates) / len(rates) if rates else None
+
+        # Against the schedule actually drawn (a Poisson draw of 20 sends is rarely exactly the nominal rate).
+        check["target_rate"] = cell.scenario["rate"]
+        check["scheduled_rate"] = mean_rate(lambda r: r.submit_time)
+        check["achieved_rate"] = mean_rate(lambda r: r.sent_time)
+        scheduled, achieved = check["scheduled_rate"], check["achieved_rate"]
+        if scheduled and achieved and achieved < 0.98 * scheduled:
+            reasons.append(f"sent {achieved:.1f}/s against a schedule of {scheduled:.1f}/s")
+    cpu = (telemetry.get("host") or {}).get("proc_cpu_mean_pct")
+    check["client_cpu_pct"] = cpu
+    if cpu is not None and cpu > 90:
+        reasons.append(f"the client used {cpu:.0f}% of a core")
+    check["client_bound"] = bool(reasons)
+    check["reason"] = "; ".join(reasons)
+    return check
 
 
 def failure_reason(outcome: Outcome, result: dict[str, Any] | None) -> str | None:
@@ -108,5 +143,6 @@ def build_summary(
             "spec": "spec.json",
         },
     }
+    summary["load_generator"] = load_generator_check(cell, records, telemetry)
     summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
     return summary

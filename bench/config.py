@@ -88,7 +88,29 @@ class TransformersEngineSpec(Strict):
         raise ValueError("device must be auto, cpu, cuda or cuda:N")
 
 
-EngineSpec = Annotated[TransformersEngineSpec, Field(discriminator="kind")]
+class OpenAIEngineSpec(Strict):
+    """A server someone runs (vLLM, llama.cpp, TGI, SGLang, Ollama...) behind an OpenAI-compatible API.
+    Requests are spread over `base_urls`; hosts other than loopback are allowed for this run."""
+
+    kind: Literal["openai"]
+    base_urls: Annotated[list[str], Field(min_length=1)]
+    api: Literal["completions"] = "completions"
+    served_model: str | None = Field(None, description="the 'model' field of each request")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (never stored)")
+    ignore_eos: bool = True
+    request_timeout_s: Annotated[float, Field(gt=0)] = 600
+
+    @field_validator("base_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith("http://"):
+                raise ValueError(f"{url!r}: give http://HOST:PORT/v1 (TLS is not supported yet)")
+        return urls
+
+
+EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec, Field(discriminator="kind")]
+SERVED_ENGINES = frozenset({"openai"})
 
 # --- workloads ----------------------------------------------------------------------------------
 
@@ -178,7 +200,28 @@ class PrefillDecodeSpec(Strict):
     runs: Annotated[int, Field(ge=1)] = 3
 
 
-ScenarioSpec = Annotated[SingleStreamSpec | OfflineSpec | PrefillDecodeSpec, Field(discriminator="kind")]
+class ConcurrencySpec(Strict):
+    """Closed loop against a server: N users, each sending its next request when the last ends."""
+
+    kind: Literal["concurrency"]
+    users: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    requests: Annotated[int, Field(ge=1)] = 32
+
+
+class RateSpec(Strict):
+    """Open loop against a server: requests sent on a schedule whatever the server does; latency is
+    measured from the scheduled time, so a slow server cannot hide its delay (no coordinated omission)."""
+
+    kind: Literal["rate"]
+    rates: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
+    arrival: Literal["poisson", "constant"] = "poisson"
+    burstiness: Annotated[float, Field(gt=0)] = 1.0
+    requests: Annotated[int, Field(ge=1)] = 32
+
+
+ScenarioSpec = Annotated[SingleStreamSpec | OfflineSpec | PrefillDecodeSpec | ConcurrencySpec | RateSpec,
+                         Field(discriminator="kind")]
+SERVED_SCENARIOS = frozenset({"concurrency", "rate"})
 
 
 # --- run settings -------------------------------------------------------------------------------
@@ -220,6 +263,11 @@ class Profile(Strict):
         needs = [s.kind for s in self.scenarios if s.kind != "prefill-decode"]
         if needs and not self.workloads:
             raise ValueError(f"scenarios {sorted(set(needs))} need at least one entry under 'workloads'")
+        served = {e.kind in SERVED_ENGINES for e in self.engines}
+        for scenario in self.scenarios:
+            if (scenario.kind in SERVED_SCENARIOS) not in served:
+                wanted = "an engine of kind openai" if scenario.kind in SERVED_SCENARIOS else "an in-process engine"
+                raise ValueError(f"scenario {scenario.kind!r} needs {wanted} in this profile")
         names = [w.name for w in self.workloads]
         if len(names) != len(set(names)):
             raise ValueError("workload names must be unique")
@@ -229,7 +277,8 @@ class Profile(Strict):
 # --- loading ------------------------------------------------------------------------------------
 
 
-_TAGS = {"transformers", "single-stream", "offline", "prefill-decode", "fixed", "uniform", "normal", "list",
+_TAGS = {"transformers", "openai", "single-stream", "offline", "prefill-decode", "concurrency", "rate", "fixed",
+         "uniform", "normal", "list",
          "int", "str", "float", "bool", "none"}
 
 

@@ -39,6 +39,10 @@ def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
     name = f" {workload['name']}" if workload else ""
     if kind == "offline":
         return f"offline b{scenario['batch_size']}{name}"
+    if kind == "concurrency":
+        return f"concurrency {scenario['users']}{name}"
+    if kind == "rate":
+        return f"rate {scenario['rate']:g}/s {scenario['arrival']}{name}"
     return f"{kind}{name}"
 
 

@@ -31,6 +31,19 @@ class RequestRecord:
     error: str | None = None
     context_depth: int = 0  # tokens already in the KV cache before this request (prefill-decode)
     prompt_sha256: str | None = None
+    # Served requests: when it actually went out (submit_time is when it was scheduled, so latency
+    # counts any lag of the load generator), the server's own token count, and which endpoint.
+    sent_time: float | None = None
+    usage_output_tokens: int | None = None
+    endpoint: str | None = None
+
+    @property
+    def usage_mismatch(self) -> bool:
+        return self.usage_output_tokens is not None and self.usage_output_tokens != self.output_tokens
+
+    @property
+    def send_lag(self) -> float | None:
+        return None if self.sent_time is None else self.sent_time - self.submit_time
 
     @property
     def ok(self) -> bool:

@@ -55,4 +55,8 @@ def create_engine(settings: dict[str, Any], model_path: str, model_info: dict[st
         from bench.engines.transformers_engine import TransformersEngine
 
         return TransformersEngine(settings, model_path, model_info)
+    if kind == "openai":
+        from bench.engines.openai_engine import OpenAIEngine
+
+        return OpenAIEngine(settings, model_path, model_info)
     raise ValueError(f"unknown engine kind {kind!r}")

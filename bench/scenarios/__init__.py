@@ -20,6 +20,8 @@ def scenario_runner(kind: str) -> Runner:
         from bench.scenarios.offline import run
     elif kind == "prefill-decode":
         from bench.scenarios.prefill_decode import run
+    elif kind in ("concurrency", "rate"):
+        from bench.scenarios.served import run
     else:
         raise ValueError(f"unknown scenario kind {kind!r}")
     return run

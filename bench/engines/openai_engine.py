@@ -1,0 +1,95 @@
+"""Engine: a model served behind an OpenAI-compatible API (vLLM, llama.cpp, TGI, SGLang, Ollama...).
+
+The engine holds no model: it knows the endpoints, builds request bodies (token-id prompts, exact
+lengths with ignore_eos and min_tokens), and reads the model's vocabulary from its local config
+for synthetic prompts. The load itself is shaped by bench/scenarios/served.py. The API key is read
+from the environment variable the profile names, and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from bench.workloads import Request, TokenSpace
+
+
+def endpoint_hosts(base_urls: list[str]) -> list[str]:
+    return [urllib.parse.urlsplit(url).hostname or "" for url in base_urls]
+
+
+class OpenAIEngine:
+    def __init__(self, settings: dict[str, Any], model_path: str, model_info: dict[str, Any]):
+        self.settings = settings
+        self.model_path = Path(model_path)
+        self.endpoints = [urllib.parse.urlsplit(url) for url in settings["base_urls"]]
+        key_env = settings.get("api_key_env")
+        self.api_key = os.environ.get(key_env) if key_env else None
+        if key_env and not self.api_key:
+            raise RuntimeError(f"the profile names {key_env} for the API key, but it is not set")
+        self.server_models: list[Any] = []
+        self.tokenizer: Any = None
+
+    def address(self, index: int) -> tuple[str, int, str]:
+        """(host, port, path prefix) of endpoint `index`."""
+        url = self.endpoints[index % len(self.endpoints)]
+        return url.hostname or "127.0.0.1", url.port or 80, url.path.rstrip("/")
+
+    def load(self) -> dict[str, Any]:
+        """Nothing to load: ask each endpoint what it serves, which also proves it is up."""
+        import http.client
+
+        start = time.perf_counter()
+        for index in range(len(self.endpoints)):
+            host, port, prefix = self.address(index)
+            connection = http.client.HTTPConnection(host, port, timeout=30)
+            headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            connection.request("GET", f"{prefix}/models", headers=headers)
+            response = connection.getresponse()
+            body = response.read()
+            connection.close()
+            if response.status != 200:
+                raise RuntimeError(f"{self.settings['base_urls'][index]}/models answered HTTP {response.status}")
+            self.server_models.append([m.get("id") for m in json.loads(body).get("data", [])])
+        return {"load_s": time.perf_counter() - start, **self.describe()}
+
+    def token_space(self) -> TokenSpace:
+        config = json.loads((self.model_path / "config.json").read_text())
+        special = {config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")} - {None}
+        flat = {i for s in special for i in (s if isinstance(s, list) else [s])}
+        return TokenSpace(int(config["vocab_size"]), frozenset(flat))
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        return list(self.tokenizer.encode(text, add_special_tokens=True))
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.settings.get("served_model") or (self.server_models[0][0] if self.server_models and
+                                                             self.server_models[0] else "default"),
+            "prompt": request.prompt_token_ids,
+            "max_tokens": request.output_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if self.settings.get("ignore_eos", True):
+            body.update(ignore_eos=True, min_tokens=request.output_tokens)
+        return body
+
+    def memory(self) -> dict[str, Any]:
+        return {}  # the server's memory is the server's: see its own telemetry
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "openai", "base_urls": self.settings["base_urls"], "api": self.settings.get("api"),
+                "served_models": self.server_models, "device": "remote", "dtype": None}
+
+    def close(self) -> None:
+        pass
