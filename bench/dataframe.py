@@ -48,6 +48,8 @@ def _cell_row(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> 
         "device": (summary.get("engine") or {}).get("device"),
         "scenario": scenario.get("kind"),
         "batch_size": scenario.get("batch_size"),
+        "users": scenario.get("users"),
+        "rate": scenario.get("rate"),
         "depth": scenario.get("depth"),
         "workload": (config.get("workload") or {}).get("name"),
         "synthetic_weights": summary.get("synthetic_weights"),

@@ -26,43 +26,57 @@ def _series(frame: Any, scenario: str | None = None) -> Any:
     return done if scenario is None else done[done["scenario"] == scenario]
 
 
+# The load axis of each scenario: how hard the system was pushed.
+LOAD_AXES = (("offline", "batch_size", "batch size"), ("concurrency", "users", "concurrent users"),
+             ("rate", "rate", "request rate (req/s)"))
+
+
+def _load_axes(cells: Any) -> list[tuple[str, str, str]]:
+    done = _series(cells)
+    return [axis for axis in LOAD_AXES if (done["scenario"] == axis[0]).any()] or [LOAD_AXES[0]]
+
+
 def throughput_vs_batch(cells: Any) -> Any:
-    """Output and decode tokens/s against batch size (offline cells), per result set."""
+    """Output and decode tokens/s against load: batch size, concurrency or request rate."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    data = _series(cells, "offline")
-    for (result_set, model), group in data.groupby(["result_set", "model"]):
-        group = group.sort_values("batch_size")
-        ax.plot(group["batch_size"], group["output_tok_s"], marker="o", label=f"{result_set} {model} output")
-        ax.plot(group["batch_size"], group["decode_tok_s"], marker="x", linestyle="--",
-                label=f"{result_set} {model} decode")
-    ax.set_xscale("log", base=2)
-    values = data[["output_tok_s", "decode_tok_s"]].stack()
-    if len(values) and values.min() > 0 and values.max() / values.min() > 50:
-        ax.set_yscale("log")  # models of very different sizes on one figure
-    ax.set(xlabel="batch size", ylabel="tokens/s", title="Throughput against batch size")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    axes_spec = _load_axes(cells)
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(6.4 * len(axes_spec), 4.0), squeeze=False)
+    for ax, (scenario, column, name) in zip(axes[0], axes_spec, strict=True):
+        data = _series(cells, scenario)
+        for (result_set, model), group in data.groupby(["result_set", "model"]):
+            group = group.sort_values(column)
+            ax.plot(group[column], group["output_tok_s"], marker="o", label=f"{result_set} {model} output")
+            ax.plot(group[column], group["decode_tok_s"], marker="x", linestyle="--",
+                    label=f"{result_set} {model} decode")
+        ax.set_xscale("log", base=2)
+        values = data[["output_tok_s", "decode_tok_s"]].stack()
+        if len(values) and values.min() > 0 and values.max() / values.min() > 50:
+            ax.set_yscale("log")  # models of very different sizes on one figure
+        ax.set(xlabel=name, ylabel="tokens/s", title=f"Throughput against {name}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
 def latency_vs_batch(cells: Any) -> Any:
-    """TTFT and ITL percentiles against batch size: where latency bends up is the knee."""
+    """TTFT and ITL percentiles against load: where latency bends up is the knee."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9.6, 4.0))
-    data = _series(cells, "offline")
-    for (result_set, model), group in data.groupby(["result_set", "model"]):
-        group = group.sort_values("batch_size")
-        for ax, metric in zip(axes, ("ttft", "itl"), strict=True):
-            for q, style in (("p50", "-"), ("p99", ":")):
-                ax.plot(group["batch_size"], group[f"{metric}_{q}"] * 1000, marker="o", linestyle=style,
-                        label=f"{result_set} {model} {q}")
-    for ax, name in zip(axes, ("TTFT", "ITL"), strict=True):
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="batch size", ylabel=f"{name} (ms)", title=f"{name} against load")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+    axes_spec = _load_axes(cells)
+    fig, axes = plt.subplots(len(axes_spec), 2, figsize=(9.6, 4.0 * len(axes_spec)), squeeze=False)
+    for row, (scenario, column, name) in zip(axes, axes_spec, strict=True):
+        data = _series(cells, scenario)
+        for (result_set, model), group in data.groupby(["result_set", "model"]):
+            group = group.sort_values(column)
+            for ax, metric in zip(row, ("ttft", "itl"), strict=True):
+                for q, style in (("p50", "-"), ("p99", ":")):
+                    ax.plot(group[column], group[f"{metric}_{q}"] * 1000, marker="o", linestyle=style,
+                            label=f"{result_set} {model} {q}")
+        for ax, metric_name in zip(row, ("TTFT", "ITL"), strict=True):
+            ax.set_xscale("log", base=2)
+            ax.set(xlabel=name, ylabel=f"{metric_name} (ms)", title=f"{metric_name} against {name}")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
