@@ -33,7 +33,7 @@ def emit(event: str, **fields: Any) -> None:
 _EVENTS = sys.stdout
 
 
-def _inject_fault(cell: dict[str, Any]) -> None:
+def _inject_fault(cell: dict[str, Any], engine: Any) -> None:
     """Deliberate faults for testing isolation: LOKAAL_BENCH_FAULT='{"<label or id part>": "<fault>"}'."""
     raw = os.environ.get(FAULT_ENV)
     if not raw:
@@ -41,6 +41,16 @@ def _inject_fault(cell: dict[str, Any]) -> None:
     for match, fault in json.loads(raw).items():
         if match not in cell["label"] and match != cell["id"]:
             continue
+        if fault == "short":  # an engine whose outputs end early, as an EOS would end them
+            generate = engine.generate
+
+            def short(prompts: list[list[int]], output_tokens: list[int], generate: Any = generate) -> Any:
+                result = generate(prompts, output_tokens)
+                result.output_tokens = [max(n - 1, 1) for n in result.output_tokens]
+                return result
+
+            engine.generate = short
+            return
         if fault == "raise":
             raise RuntimeError("injected fault: this cell raises")
         if fault == "hang":
@@ -99,7 +109,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     engine = create_engine(cell["engine"], str(model.path), safety)
     emit("phase", phase="load")
     load_info = engine.load()
-    _inject_fault(cell)
+    _inject_fault(cell, engine)
 
     def progress(phase: str, done: int, total: int) -> None:
         emit("progress", phase=phase, done=done, total=total)

@@ -177,5 +177,7 @@ def summarise(records: Iterable[RequestRecord]) -> dict[str, dict[str, Any]]:
 
 
 def short_outputs(records: Iterable[RequestRecord]) -> list[RequestRecord]:
-    """Requests whose output length differs from the one asked for: an error, never a faster result."""
-    return [r for r in records if r.ok and r.output_tokens != r.expected_output_tokens]
+    """Requests whose output length differs from the one asked for (engines already mark them with a
+    'short output' error): an error, never a faster result."""
+    return [r for r in records if r.output_tokens != r.expected_output_tokens
+            and (r.ok or (r.error or "").startswith("short output"))]

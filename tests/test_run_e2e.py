@@ -234,3 +234,31 @@ def test_local_model_directory_runs_and_is_not_called_synthetic(write_profile, t
     assert summary["model"]["identity"]["kind"] == "local" and summary["model"]["name"] == "my-model"
     assert summary["model"]["safety"] == {"allow_pickle": False, "trust_remote_code": False, "code_sha256": None}
     assert str(tmp_path) not in json.dumps(summary["identity"])  # the cell id holds no machine path
+
+
+def test_planted_faults_make_invalid_cells_and_clean_cells_stay_valid(write_profile, tmp_path: Path) -> None:
+    """An engine whose outputs end early and a dead endpoint are INVALID with their reasons; under the
+    procurement rules a short run is INVALID for its duration; the clean cell stays VALID."""
+    data = tiny_profile(scenarios=[{"kind": "single-stream", "requests": 6}, {"kind": "offline", "batch_sizes": [2]}],
+                        run={"repetitions": 2, "warmup": 0})
+    data["engines"].append({"kind": "openai", "base_urls": ["http://127.0.0.1:9/v1"]})
+    data["scenarios"].append({"kind": "concurrency", "users": [1], "requests": 1})
+    out = tmp_path / "nightly"
+    done = run_cli("run", str(write_profile(data)), "--output", str(out),
+                   env={"LOKAAL_BENCH_FAULT": json.dumps({"offline b=2": "short"})})
+    assert done.returncode == 1, done.stdout + done.stderr
+    verdicts = {label.split(" | ")[-1]: s["validity"] for label, s in cell_summaries(out).items()}
+    assert verdicts["single-stream"]["verdict"] == "VALID", verdicts["single-stream"]
+    assert verdicts["offline b=2"]["verdict"] == "INVALID"
+    assert any("ended early" in r for r in verdicts["offline b=2"]["reasons"])
+    assert verdicts["concurrency 1"]["verdict"] == "INVALID"
+    assert "Connection refused" in verdicts["concurrency 1"]["reasons"][0]
+
+    procurement = tiny_profile(scenarios=[{"kind": "single-stream", "requests": 6}],
+                               run={"repetitions": 3, "warmup": 0, "rules": "procurement"})
+    out = tmp_path / "procurement"
+    assert run_cli("run", str(write_profile(procurement, "procurement.yaml")), "--output", str(out)).returncode == 0
+    (summary,) = cell_summaries(out).values()
+    assert summary["status"] == "COMPLETED" and summary["validity"]["verdict"] == "INVALID"
+    assert summary["validity"]["for_procurement"] is True
+    assert any("less than the 600 s the procurement rules require" in r for r in summary["validity"]["reasons"])
