@@ -115,7 +115,8 @@ def _scenario_points(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     raise ValueError(f"unknown scenario kind {kind!r}")
 
 
-def _point_label(point: dict[str, Any]) -> str:
+def point_label(point: dict[str, Any]) -> str:
+    """A scenario point in a few characters: 'offline b=8', 'pp512+tg128 @d4096', 'rate 4/s poisson'."""
     kind = point["kind"]
     if kind == "single-stream":
         return "single-stream"
@@ -183,7 +184,7 @@ def expand(profile: Profile, profile_path: Path) -> list[Cell]:
                             seen.add(cid)
                             label = " | ".join(
                                 p for p in (model_spec.display_name, engine_label(engine),
-                                            workload["name"] if workload else "", _point_label(point)) if p
+                                            workload["name"] if workload else "", point_label(point)) if p
                             )
                             cells.append(Cell(cid, label, model, engine, workload, point, run))
     return cells

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.cells import Cell, engine_label
+from bench.cells import Cell, engine_label, point_label
 
 
 def _ms(value: Any) -> str:
@@ -31,19 +31,7 @@ def _roof(summary: dict[str, Any], phase: str) -> str:
 
 
 def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
-    kind = scenario["kind"]
-    if kind == "prefill-decode":
-        depth = f" @{scenario['depth']}" if scenario["depth"] else ""
-        batch = f" b{scenario['batch_size']}" if scenario["batch_size"] > 1 else ""
-        return f"pp{scenario['prompt_tokens']} tg{scenario['gen_tokens']}{depth}{batch}"
-    name = f" {workload['name']}" if workload else ""
-    if kind == "offline":
-        return f"offline b{scenario['batch_size']}{name}"
-    if kind == "concurrency":
-        return f"concurrency {scenario['users']}{name}"
-    if kind == "rate":
-        return f"rate {scenario['rate']:g}/s {scenario['arrival']}{name}"
-    return f"{kind}{name}"
+    return point_label(scenario) + (f" {workload['name']}" if workload else "")
 
 
 def _model_name(config: dict[str, Any]) -> str:
