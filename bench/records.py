@@ -60,7 +60,9 @@ class RequestRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RequestRecord:
-        return cls(**data)
+        # Fields a newer lokaal-bench added are skipped, not fatal: old readers still read new records.
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
