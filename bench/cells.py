@@ -22,6 +22,7 @@ from bench.config import (
     resolve_relative,
 )
 from bench.hashing import canonical_json
+from bench.trace import load_trace, trace_sha256
 
 # Bump only when the meaning of a cell's configuration changes; ids change with it.
 CELL_ID_VERSION = 1
@@ -67,9 +68,11 @@ def cell_identity(model: dict, engine: dict, workload: dict | None, scenario: di
     return {
         "v": CELL_ID_VERSION,
         "model": model_id,
-        "engine": engine,
+        # fields added later enter the identity only when set, so earlier cells keep their ids
+        "engine": {k: v for k, v in engine.items() if not (k == "server" and v is None)},
         "workload": workload_id,
-        "scenario": scenario,
+        # A trace is identified by its content hash, not by where it lies on this machine.
+        "scenario": {k: v for k, v in scenario.items() if not (k == "file" and scenario["kind"] == "trace")},
     }
 
 
@@ -112,6 +115,10 @@ def _scenario_points(scenario: dict[str, Any]) -> list[dict[str, Any]]:
     if kind == "rate":
         return [{"kind": kind, "rate": r, "arrival": scenario["arrival"], "burstiness": scenario["burstiness"],
                  "requests": scenario["requests"], "batch_size": 1} for r in scenario["rates"]]
+    if kind == "capacity":
+        return [{**scenario, "batch_size": 1}]
+    if kind == "trace":
+        return [{**scenario, "batch_size": 1}]  # one cell: the search, under the SLO it searches for
     raise ValueError(f"unknown scenario kind {kind!r}")
 
 
@@ -126,6 +133,10 @@ def point_label(point: dict[str, Any]) -> str:
         return f"concurrency {point['users']}"
     if kind == "rate":
         return f"rate {point['rate']:g}/s {point['arrival']}"
+    if kind == "capacity":
+        return f"capacity ({point['search']})"
+    if kind == "trace":
+        return f"trace {Path(point['file']).name} x{point['speedup']:g}"
     depth = f" @d{point['depth']}" if point["depth"] else ""
     batch = f" b={point['batch_size']}" if point["batch_size"] > 1 else ""
     return f"pp{point['prompt_tokens']}+tg{point['gen_tokens']}{depth}{batch}"
@@ -171,6 +182,12 @@ def expand(profile: Profile, profile_path: Path) -> list[Cell]:
                     if (scenario_spec.kind in SERVED_SCENARIOS) != (engine["kind"] in SERVED_ENGINES):
                         continue  # served load shapes go to servers, in-process ones to in-process engines
                     scenario = scenario_spec.model_dump()
+                    if scenario["kind"] == "capacity":
+                        scenario["slo"] = run["slo"]  # the answer depends on the SLO: part of the cell's identity
+                    if scenario["kind"] == "trace":
+                        scenario["file"] = str(resolve_relative(scenario["file"], profile_path))
+                        load_trace(Path(scenario["file"]))  # a bad trace is bad input now, not a failed cell later
+                        scenario["trace_sha256"] = trace_sha256(Path(scenario["file"]))
                     workloads: list[dict[str, Any] | None] = (
                         [None] if scenario["kind"] == "prefill-decode"
                         else [_resolved_workload(w, profile_path) for w in profile.workloads]

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import capacity, slo
 from bench.cells import Cell
+from bench.config import SERVED_SCENARIOS
 from bench.isolation import Outcome
 from bench.metrics import percentile, short_outputs, summarise
 from bench.records import RequestRecord
@@ -36,14 +38,14 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
     """For served cells: did the client keep up? Send lag (actual minus scheduled send), the send
     rate achieved against the target, and the client process's CPU. Client-bound cells are flagged."""
     measured = [r for r in records if not r.warmup and r.sent_time is not None]
-    if cell.scenario["kind"] not in ("concurrency", "rate") or not measured:
+    if cell.scenario["kind"] not in SERVED_SCENARIOS or not measured:
         return None
     lags = sorted(r.send_lag for r in measured if r.send_lag is not None)
     check: dict[str, Any] = {"send_lag_s": {"p50": percentile(lags, 50), "p99": percentile(lags, 99)}}
     reasons = []
     if check["send_lag_s"]["p99"] > 0.010:
         reasons.append(f"send lag p99 {check['send_lag_s']['p99'] * 1000:.1f} ms above 10 ms")
-    if cell.scenario["kind"] == "rate":
+    if cell.scenario["kind"] in ("rate", "trace", "capacity"):  # open loop (capacity: by rate or users)
         def mean_rate(times_of: Any) -> float | None:
             by_repetition: dict[int, list[float]] = {}
             for record in measured:
@@ -52,7 +54,7 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
             return sum(rates) / len(rates) if rates else None
 
         # Against the schedule actually drawn (a Poisson draw of 20 sends is rarely exactly the nominal rate).
-        check["target_rate"] = cell.scenario["rate"]
+        check["target_rate"] = cell.scenario.get("rate")
         check["scheduled_rate"] = mean_rate(lambda r: r.submit_time)
         check["achieved_rate"] = mean_rate(lambda r: r.sent_time)
         scheduled, achieved = check["scheduled_rate"], check["achieved_rate"]
@@ -144,5 +146,10 @@ def build_summary(
         },
     }
     summary["load_generator"] = load_generator_check(cell, records, telemetry)
+    # (a capacity cell's probes are different loads: each probe's goodput is under summary["capacity"])
+    if cell.run.get("slo") and cell.scenario["kind"] in SERVED_SCENARIOS - {"capacity"} and records:
+        summary["slo"] = slo.evaluate(records, cell.run["slo"])  # goodput and the SLO verdict
+    if cell.scenario["kind"] == "capacity" and records:
+        summary["capacity"] = capacity.summarise(cell.scenario, (cell.workload or {}).get("name", "?"), records)
     summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
     return summary

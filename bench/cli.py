@@ -485,6 +485,11 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         console.print("[red]no level kept its p99 timing errors within bounds[/]")
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    from bench.environment import collect_environment
+    from bench.serving.calibrate import save_latest
+
+    saved = save_latest(result, collect_environment()["machine_id"])  # served runs record it in their manifest
+    console.print(f"saved for this machine's result sets: {saved}", highlight=False)
     return EXIT_OK
 
 

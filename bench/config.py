@@ -88,13 +88,35 @@ class TransformersEngineSpec(Strict):
         raise ValueError("device must be auto, cpu, cuda or cuda:N")
 
 
+class ManagedServerSpec(Strict):
+    """A server lokaal-bench starts itself (bench/serving/managed.py), on 127.0.0.1 and a free port, for
+    the cells that use it, and stops after them: `vllm` (vLLM's OpenAI server on the cell's model
+    directory, `args` appended) or `command` (any OpenAI-compatible server; {port} and {model} replaced)."""
+
+    kind: Literal["vllm", "command"] = "vllm"
+    args: list[str] = Field(default_factory=list, description="vllm: extra server arguments")
+    command: list[str] | None = Field(None, description="command: the full command line")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")
+    health_path: str = "/health"
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 600
+
+    @model_validator(mode="after")
+    def _command(self) -> ManagedServerSpec:
+        if (self.kind == "command") != bool(self.command):
+            raise ValueError("give 'command' with kind command (and only then)")
+        return self
+
+
 class OpenAIEngineSpec(Strict):
     """A server someone runs (vLLM, llama.cpp, TGI, SGLang, Ollama...) behind an OpenAI-compatible API.
     Requests are spread over `base_urls`; hosts other than loopback are allowed for this run."""
 
     kind: Literal["openai"]
-    base_urls: Annotated[list[str], Field(min_length=1)]
-    api: Literal["completions"] = "completions"
+    base_urls: list[str] = Field(default_factory=list, description="running servers; or `server` to start one")
+    server: ManagedServerSpec | None = None
+    api: Literal["completions", "chat"] = Field(
+        "completions", description="chat: /v1/chat/completions with the prompt's tokens decoded to text (input "
+                                   "lengths then shift by the chat template)")
     served_model: str | None = Field(None, description="the 'model' field of each request")
     api_key_env: str | None = Field(None, description="environment variable holding the API key (never stored)")
     ignore_eos: bool = True
@@ -107,6 +129,12 @@ class OpenAIEngineSpec(Strict):
             if not url.startswith("http://"):
                 raise ValueError(f"{url!r}: give http://HOST:PORT/v1 (TLS is not supported yet)")
         return urls
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OpenAIEngineSpec:
+        if bool(self.base_urls) == (self.server is not None):
+            raise ValueError("give either base_urls (running servers) or server (lokaal-bench starts one)")
+        return self
 
 
 EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec, Field(discriminator="kind")]
@@ -219,12 +247,49 @@ class RateSpec(Strict):
     requests: Annotated[int, Field(ge=1)] = 32
 
 
-ScenarioSpec = Annotated[SingleStreamSpec | OfflineSpec | PrefillDecodeSpec | ConcurrencySpec | RateSpec,
-                         Field(discriminator="kind")]
-SERVED_SCENARIOS = frozenset({"concurrency", "rate"})
+class CapacitySpec(Strict):
+    """Search for the most load whose percentiles meet run.slo: double from `start` until the SLO is
+    missed (or `max` is reached), then bisect `steps` times. Each probe sends enough requests for the
+    SLO percentile (10 beyond it) unless `requests` says more."""
+
+    kind: Literal["capacity"]
+    search: Literal["rate", "concurrency"] = "rate"
+    start: Annotated[float, Field(gt=0)] = 1
+    max: Annotated[float, Field(gt=0)] = 256
+    steps: Annotated[int, Field(ge=0, le=10)] = 3
+    arrival: Literal["poisson", "constant"] = "poisson"
+    burstiness: Annotated[float, Field(gt=0)] = 1.0
+    requests: Annotated[int, Field(ge=1)] | None = None
+
+
+class TraceSpec(Strict):
+    """Replay a JSONL trace ({"timestamp": s, "input_tokens": n, "output_tokens": m} per line) open-loop:
+    each request at its timestamp divided by `speedup`, latency from that scheduled time."""
+
+    kind: Literal["trace"]
+    file: str = Field(description="the trace, relative to the profile")
+    speedup: Annotated[float, Field(gt=0)] = 1.0
+    requests: Annotated[int, Field(ge=1)] | None = Field(None, description="replay only the first N entries")
+
+
+ScenarioSpec = Annotated[SingleStreamSpec | OfflineSpec | PrefillDecodeSpec | ConcurrencySpec | RateSpec | CapacitySpec
+                         | TraceSpec, Field(discriminator="kind")]
+SERVED_SCENARIOS = frozenset({"concurrency", "rate", "capacity", "trace"})
 
 
 # --- run settings -------------------------------------------------------------------------------
+
+
+class SLOSpec(Strict):
+    """Service-level objectives for served cells: each stated metric's percentile must be within its
+    limit (seconds), and errors within max_error_rate. Goodput counts requests meeting all of them."""
+
+    percentile: Annotated[float, Field(gt=0, lt=100)] = 95
+    ttft_s: Annotated[float, Field(gt=0)] | None = None
+    itl_s: Annotated[float, Field(gt=0)] | None = None
+    tpot_s: Annotated[float, Field(gt=0)] | None = None
+    e2e_s: Annotated[float, Field(gt=0)] | None = None
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
 class RunSettings(Strict):
@@ -247,6 +312,7 @@ class RunSettings(Strict):
     seed: int = 0
     allow_hosts: list[str] = Field(default_factory=list, description="non-loopback hosts cells may reach")
     model_cache_dir: str | None = None
+    slo: SLOSpec | None = Field(None, description="service-level objectives: every served cell reports goodput")
 
 
 class Profile(Strict):
@@ -268,6 +334,8 @@ class Profile(Strict):
             if (scenario.kind in SERVED_SCENARIOS) not in served:
                 wanted = "an engine of kind openai" if scenario.kind in SERVED_SCENARIOS else "an in-process engine"
                 raise ValueError(f"scenario {scenario.kind!r} needs {wanted} in this profile")
+        if any(s.kind == "capacity" for s in self.scenarios) and self.run.slo is None:
+            raise ValueError("scenario 'capacity' searches for the most load within an SLO: give run.slo")
         names = [w.name for w in self.workloads]
         if len(names) != len(set(names)):
             raise ValueError("workload names must be unique")
@@ -278,7 +346,7 @@ class Profile(Strict):
 
 
 _TAGS = {"transformers", "openai", "single-stream", "offline", "prefill-decode", "concurrency", "rate", "fixed",
-         "uniform", "normal", "list",
+         "capacity", "trace", "uniform", "normal", "list",
          "int", "str", "float", "bool", "none"}
 
 

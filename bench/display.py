@@ -165,6 +165,10 @@ class RunDisplay:
         if status == "COMPLETED":
             rate = (summary["metrics"].get("output_tok_s") or {}).get("value")
             detail = f"[green]COMPLETED[/] {summary['wall_s']:.1f} s, {_num(rate)} output tok/s"
+            if summary.get("slo"):
+                detail += f", goodput {_num(summary['slo']['goodput_rps'], 2)} req/s (SLO {summary['slo']['verdict']})"
         else:
             detail = f"[red]{status}[/] {summary.get('reason')}"
         self.console.print(f"[{self.finished}/{self.total}] {cell.label}: {detail}")
+        if (summary.get("capacity") or {}).get("headline"):
+            self.console.print(f"[bold]{summary['capacity']['headline']}[/]")

@@ -36,6 +36,7 @@ class RequestRecord:
     sent_time: float | None = None
     usage_output_tokens: int | None = None
     endpoint: str | None = None
+    load_point: float | None = None  # capacity cells: the rate (req/s) or users this request was sent under
 
     @property
     def usage_mismatch(self) -> bool:

@@ -26,6 +26,7 @@ from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.records import RequestRecord, read_records
 from bench.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
 from bench.roofline import for_cell as roofline_for_cell
+from bench.serving.managed import ServerPool, ServerStartError
 
 GUARD_DESCRIPTION = "python audit hook on socket events (connect, sendto, getaddrinfo): loopback and allow_hosts only"
 
@@ -99,6 +100,9 @@ class Runner:
         self.summaries: dict[str, dict[str, Any]] = {}
         self.manifest: dict[str, Any] = {}
         self.model_dirs: dict[str, Path] = {}  # name/dtype -> directory, for the weights' hashes
+        self.model_paths: dict[tuple[Any, ...], Path] = {}  # _model_key -> directory, for managed servers
+        # Managed servers (engine openai with `server:`): started before their first cell, stopped in run().
+        self.servers = ServerPool(self.result_set.path / "servers")
 
     # --- manifest ------------------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class Runner:
                     progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
                 )
                 self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
+                self.model_paths[key] = resolved.path
             except Exception as exc:  # the cells of this model fail; the others still run
                 failures[key] = f"model could not be prepared: {type(exc).__name__}: {exc}"
         return failures
@@ -218,7 +223,15 @@ class Runner:
         for stale in ("result.json", "records.jsonl.gz", "network.jsonl"):
             (cell_dir / stale).unlink(missing_ok=True)
         spec_path = cell_dir / "spec.json"
-        write_json(spec_path, {"cell": cell.to_dict(), "lokaal_bench_version": __version__})
+        cell_spec = cell.to_dict()
+        if cell.engine.get("server"):  # the cell's client gets the managed server's URL (not part of its id)
+            self.observer.message(f"starting the {cell.engine['server']['kind']} server (once per server and model)")
+            try:
+                url = self.servers.url_for(cell.engine["server"], self.model_paths[_model_key(cell)])
+            except ServerStartError as exc:
+                return self._fail_without_running(cell, str(exc).splitlines()[0])
+            cell_spec["engine"] = {**cell.engine, "base_urls": [url]}
+        write_json(spec_path, {"cell": cell_spec, "lokaal_bench_version": __version__})
         run = self.plan.profile.run
         started = utc_now()
         outcome = run_isolated(
@@ -254,6 +267,7 @@ class Runner:
         try:
             model_failures = self._prepare_models()
             self._probe()
+            self._record_loadgen_calibration()
             todo = [c for c in self.plan.cells if c.id not in self.plan.skip]
             for number, cell in enumerate(todo, start=1):
                 self.observer.cell_started(cell, number, len(todo))
@@ -265,11 +279,14 @@ class Runner:
                 self._write_manifest()
                 self.observer.cell_finished(cell, summary)
         except KeyboardInterrupt:
+            self._stop_servers()
             self.manifest["status"] = "interrupted"
             self.manifest["offline"]["refused"].extend(guard.refused)
             self._write_manifest()
             self._seal()
             raise
+        finally:
+            self._stop_servers()  # whatever happened: no server outlives the run
         self.manifest["offline"]["refused"].extend({"cell": None, **r} for r in guard.refused)
         guard.refused.clear()
         self.manifest["status"] = "complete"
@@ -278,6 +295,23 @@ class Runner:
         self._write_manifest()
         self._seal()
         return self.manifest
+
+    def _record_loadgen_calibration(self) -> None:
+        """Served cells: how far this machine's load generator can be trusted (`lokaal-bench calibrate`)."""
+        from bench.config import SERVED_SCENARIOS
+        from bench.serving.calibrate import latest_for
+
+        if any(c.scenario["kind"] in SERVED_SCENARIOS for c in self.plan.cells):
+            found = latest_for(self.manifest.get("machine_id") or "")
+            self.manifest["load_generator_calibration"] = found or {
+                "missing": "no `lokaal-bench calibrate` result for this machine: run it to know the client's ceiling"}
+            self._write_manifest()
+
+    def _stop_servers(self) -> None:
+        """Stop every managed server (idempotent) and record them: command, version, log, exit status."""
+        self.servers.close()
+        if self.servers.servers:
+            self.manifest["servers"] = {**self.manifest.get("servers", {}), **self.servers.records()}
 
     def _seal(self) -> None:
         """Hash every file into the manifest (see bench.integrity); kept hashes of earlier runs'

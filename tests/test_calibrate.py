@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -51,9 +52,12 @@ def test_calibrate_command_reports_a_ceiling(tmp_path: Path) -> None:
     out = tmp_path / "calibration.json"
     done = subprocess.run([sys.executable, "-m", "bench", "calibrate", "--users", "1", "--users", "8",
                            "--duration", "1", "--tokens", "8", "--output", str(out)],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
+    saved = json.loads((tmp_path / "lokaal-bench" / "loadgen-calibration.json").read_text())
+    assert saved["levels"] == result["levels"] and len(saved["machine_id"]) == 16  # for this machine's runs
     assert [level["users"] for level in result["levels"]] == [1, 8]
     assert result["levels"][1]["requests_per_s"] > result["levels"][0]["requests_per_s"]
     assert "ceiling:" in done.stdout or "no level" in done.stdout

@@ -34,6 +34,10 @@ class OpenAIEngine:
         self.server_models: list[Any] = []
         self.tokenizer: Any = None
 
+    @property
+    def route(self) -> str:
+        return "/chat/completions" if self.settings.get("api") == "chat" else "/completions"
+
     def address(self, index: int) -> tuple[str, int, str]:
         """(host, port, path prefix) of endpoint `index`."""
         url = self.endpoints[index % len(self.endpoints)]
@@ -82,7 +86,16 @@ class OpenAIEngine:
         }
         if self.settings.get("ignore_eos", True):
             body.update(ignore_eos=True, min_tokens=request.output_tokens)
+        if self.settings.get("api") == "chat":  # chat takes text: the synthetic tokens, decoded
+            body["messages"] = [{"role": "user", "content": self.decode(body.pop("prompt"))}]
         return body
+
+    def decode(self, token_ids: list[int]) -> str:
+        if self.tokenizer is None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        return str(self.tokenizer.decode(token_ids, skip_special_tokens=True))
 
     def memory(self) -> dict[str, Any]:
         return {}  # the server's memory is the server's: see its own telemetry

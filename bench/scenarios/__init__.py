@@ -22,6 +22,10 @@ def scenario_runner(kind: str) -> Runner:
         from bench.scenarios.prefill_decode import run
     elif kind in ("concurrency", "rate"):
         from bench.scenarios.served import run
+    elif kind == "capacity":
+        from bench.scenarios.capacity import run
+    elif kind == "trace":
+        from bench.scenarios.trace import run
     else:
         raise ValueError(f"unknown scenario kind {kind!r}")
     return run

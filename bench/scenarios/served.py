@@ -54,20 +54,34 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
     )
 
 
+# Stop rules: no new request after run.max_duration_s (those in flight finish and count), nor once at
+# least STOP_AFTER requests finished and more than STOP_ERROR_RATE of them failed (a dead or drowning
+# server: waiting out hundreds of timeouts measures nothing). Unsent requests are not records.
+STOP_AFTER, STOP_ERROR_RATE = 10, 0.5
+
+
+def should_stop(ctx: ScenarioContext, started: float, records: list[RequestRecord]) -> bool:
+    if ctx.out_of_time(started):
+        return True
+    failed = sum(1 for r in records if not r.ok)
+    return len(records) >= STOP_AFTER and failed > STOP_ERROR_RATE * len(records)
+
+
 async def _closed_loop(ctx: ScenarioContext, requests: list[Request], users: int, repetition: int,
                        records: list[RequestRecord]) -> None:
     engine: Any = ctx.engine
     queue = list(reversed(requests))
     timeout = engine.settings.get("request_timeout_s", 600)
+    started = time.perf_counter()
 
     async def user(number: int) -> None:
         host, port, prefix = engine.address(number)
         connection = Connection(host, port, engine.api_key)
         try:
-            while queue:
+            while queue and not should_stop(ctx, started, records):
                 request = queue.pop()
                 scheduled = time.perf_counter()
-                result = await connection.stream(f"{prefix}/completions", engine.payload(request), timeout)
+                result = await connection.stream(f"{prefix}{engine.route}", engine.payload(request), timeout)
                 records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))
                 ctx.progress(f"repetition {repetition + 1}/{ctx.repetitions}", len(records), len(requests))
         finally:
@@ -77,9 +91,10 @@ async def _closed_loop(ctx: ScenarioContext, requests: list[Request], users: int
 
 
 async def _open_loop(ctx: ScenarioContext, requests: list[Request], point: dict[str, Any], repetition: int,
-                     records: list[RequestRecord]) -> None:
+                     records: list[RequestRecord], offsets: list[float] | None = None) -> None:
     engine: Any = ctx.engine
-    offsets = arrival_times(len(requests), point["rate"], point["arrival"], point["burstiness"], repetition)
+    if offsets is None:  # a trace brings its own arrival times
+        offsets = arrival_times(len(requests), point["rate"], point["arrival"], point["burstiness"], repetition)
     timeout = engine.settings.get("request_timeout_s", 600)
     start = time.perf_counter() + 0.05  # a moment to set up the tasks before the first send is due
 
@@ -88,10 +103,12 @@ async def _open_loop(ctx: ScenarioContext, requests: list[Request], point: dict[
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        if should_stop(ctx, start, records):
+            return
         host, port, prefix = engine.address(index)
         connection = Connection(host, port, engine.api_key)  # open loop: a connection per request
         try:
-            result = await connection.stream(f"{prefix}/completions", engine.payload(request), timeout)
+            result = await connection.stream(f"{prefix}{engine.route}", engine.payload(request), timeout)
         finally:
             await connection.close()
         records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.metrics import percentile
@@ -22,9 +23,10 @@ from bench.serving.client import Connection, StreamResult
 ERROR_BOUND_S = 0.005  # p99 timing error that still counts as trustworthy
 
 
-def start_server(ttft_s: float, itl_s: float) -> tuple[subprocess.Popen[str], int]:
+def start_server(ttft_s: float, itl_s: float, slots: int | None = None) -> tuple[subprocess.Popen[str], int]:
+    extra = ["--slots", str(slots)] if slots else []
     proc = subprocess.Popen([sys.executable, "-m", "bench.serving.calibration_server", "--ttft", str(ttft_s),
-                             "--itl", str(itl_s)], stdout=subprocess.PIPE, text=True)
+                             "--itl", str(itl_s), *extra], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.strip().isdigit():
@@ -105,3 +107,31 @@ def calibrate(ttft_s: float = 0.05, itl_s: float = 0.01, levels: list[int] | Non
             "tokens_per_s": ceiling["tokens_per_s"]},
         "median_client_cpu_fraction": statistics.median(level["client_cpu_fraction"] for level in measured),
     }
+
+
+def latest_path() -> Path:
+    """Where `lokaal-bench calibrate` keeps this machine's latest result, for runs to record."""
+    import os
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "lokaal-bench" / "loadgen-calibration.json"
+
+
+def save_latest(result: dict[str, Any], machine: str) -> Path:
+    from bench.atomic import write_json
+
+    path = latest_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {**result, "machine_id": machine, "saved": time.time()})
+    return path
+
+
+def latest_for(machine: str) -> dict[str, Any] | None:
+    """This machine's latest calibration, or None (never another machine's: it would not apply)."""
+    import json
+
+    try:
+        data = json.loads(latest_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return data if data.get("machine_id") == machine else None

@@ -18,10 +18,13 @@ from typing import Any
 
 
 class CalibrationServer:
-    def __init__(self, ttft_s: float, itl_s: float):
+    def __init__(self, ttft_s: float, itl_s: float, slots: int | None = None):
         self.ttft_s = ttft_s
         self.itl_s = itl_s
         self.requests = 0
+        # A known capacity for testing capacity searches: at most `slots` completions at once, the
+        # rest wait in line (and their TTFT grows), like a server whose batch is full.
+        self.slots = asyncio.Semaphore(slots) if slots else None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -46,6 +49,17 @@ class CalibrationServer:
             await _send_json(writer, 404, {"error": {"message": f"no route {method} {path}"}})
             return
         self.requests += 1
+        wanted = "messages" if path.endswith("chat/completions") else "prompt"
+        if wanted not in body:  # as real servers do: a chat body on the completions route is an error
+            await _send_json(writer, 400, {"error": {"message": f"{path} needs '{wanted}'"}})
+            return
+        if self.slots is not None:
+            async with self.slots:
+                await self._complete(writer, body, path, time.perf_counter())
+            return
+        await self._complete(writer, body, path, arrived)
+
+    async def _complete(self, writer: asyncio.StreamWriter, body: dict[str, Any], path: str, arrived: float) -> None:
         tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         chat = path.endswith("chat/completions")
         if not body.get("stream"):
@@ -119,8 +133,8 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return method, path.split("?")[0], json.loads(raw) if raw else {}, arrived
 
 
-async def serve(ttft_s: float, itl_s: float, port: int = 0, ready: Any = None) -> None:
-    app = CalibrationServer(ttft_s, itl_s)
+async def serve(ttft_s: float, itl_s: float, port: int = 0, ready: Any = None, slots: int | None = None) -> None:
+    app = CalibrationServer(ttft_s, itl_s, slots)
     server = await asyncio.start_server(app.handle, "127.0.0.1", port, backlog=1024)
     bound = server.sockets[0].getsockname()[1]
     if ready is not None:
@@ -134,8 +148,9 @@ def main() -> None:
     parser.add_argument("--ttft", type=float, default=0.05)
     parser.add_argument("--itl", type=float, default=0.01)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--slots", type=int, default=None, help="serve at most this many at once; the rest queue")
     args = parser.parse_args()
-    asyncio.run(serve(args.ttft, args.itl, args.port, ready=lambda port: print(port, flush=True)))
+    asyncio.run(serve(args.ttft, args.itl, args.port, ready=lambda port: print(port, flush=True), slots=args.slots))
 
 
 if __name__ == "__main__":

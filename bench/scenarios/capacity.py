@@ -1,0 +1,51 @@
+"""Capacity: the most load (request rate, or concurrent users) whose SLO percentiles hold.
+
+Each probe is a load point run like the `rate` (open loop, latency from the scheduled send) or
+`concurrency` (closed loop) scenario, with enough requests for the SLO percentile. Every record
+keeps the load it was sent under and the probe's index as its repetition, so the headline
+(bench/capacity.py) is re-derived from the raw records. Probes stop at run.max_duration_s overall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from bench import slo
+from bench.capacity import next_load, requests_per_probe
+from bench.records import RequestRecord
+from bench.scenarios.common import ScenarioContext
+from bench.scenarios.served import _closed_loop, _open_loop
+
+MAX_PROBES = 16  # doubling from 1/s to 256/s and 3 bisections need 12; a bound, whatever the profile says
+
+
+def run(ctx: ScenarioContext) -> list[RequestRecord]:
+    point = ctx.scenario
+    records: list[RequestRecord] = []
+    if ctx.warmup:
+        warm: list[RequestRecord] = []
+        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), 1, -1, warm))
+        records += warm
+    history: list[tuple[float, bool]] = []
+    count = requests_per_probe(point)
+    started = time.perf_counter()
+    while len(history) < MAX_PROBES and not ctx.out_of_time(started):
+        load = next_load(point, history)
+        if load is None:
+            break
+        index = len(history)
+        requests = ctx.requests(count, index + 1)
+        done: list[RequestRecord] = []
+        if point["search"] == "rate":
+            shape = {"rate": load, "arrival": point["arrival"], "burstiness": point["burstiness"]}
+            asyncio.run(_open_loop(ctx, requests, shape, index, done))
+        else:
+            asyncio.run(_closed_loop(ctx, requests, int(load), index, done))
+        done = [dataclasses.replace(r, load_point=load) for r in sorted(done, key=lambda r: r.request_id)]
+        records += done
+        history.append((load, slo.evaluate(done, point["slo"])["verdict"] == "MET"))
+        ctx.progress(f"capacity probe {index + 1}: {load:g} {'MET' if history[-1][1] else 'missed'}",
+                     index + 1, index + 1)
+    return records
