@@ -16,18 +16,14 @@ from bench import slo
 from bench.capacity import next_load, requests_per_probe
 from bench.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
-from bench.scenarios.served import _closed_loop, _open_loop
+from bench.scenarios.served import _closed_loop, _open_loop, warm_up
 
 MAX_PROBES = 16  # doubling from 1/s to 256/s and 3 bisections need 12; a bound, whatever the profile says
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
     point = ctx.scenario
-    records: list[RequestRecord] = []
-    if ctx.warmup:
-        warm: list[RequestRecord] = []
-        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), 1, -1, warm))
-        records += warm
+    records = warm_up(ctx)
     history: list[tuple[float, bool]] = []
     count = requests_per_probe(point)
     started = time.perf_counter()

@@ -117,13 +117,17 @@ async def _open_loop(ctx: ScenarioContext, requests: list[Request], point: dict[
     await asyncio.gather(*(send(i, r) for i, r in enumerate(requests)))
 
 
+def warm_up(ctx: ScenarioContext) -> list[RequestRecord]:
+    """`run.warmup` requests one at a time before any measured one (repetition -1: in no metric)."""
+    warm: list[RequestRecord] = []
+    if ctx.warmup:
+        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), 1, -1, warm))
+    return warm
+
+
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
     point = ctx.scenario
-    records: list[RequestRecord] = []
-    if ctx.warmup:
-        warm: list[RequestRecord] = []
-        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), 1, -1, warm))
-        records += warm
+    records: list[RequestRecord] = warm_up(ctx)
     for repetition in range(ctx.repetitions):
         requests = ctx.requests(point["requests"], repetition + 1)
         done: list[RequestRecord] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
-from bench.scenarios.served import _closed_loop, _open_loop
+from bench.scenarios.served import _open_loop, warm_up
 from bench.trace import TraceEntry, load_trace
 from bench.workloads import Request
 
@@ -26,11 +26,7 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
     point = ctx.scenario
     entries = load_trace(Path(point["file"]))[: point.get("requests") or None]
     offsets = [(e.timestamp - entries[0].timestamp) / point["speedup"] for e in entries]
-    records: list[RequestRecord] = []
-    if ctx.warmup:
-        warm: list[RequestRecord] = []
-        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), 1, -1, warm))
-        records += warm
+    records = warm_up(ctx)
     for repetition in range(ctx.repetitions):
         done: list[RequestRecord] = []
         asyncio.run(_open_loop(ctx, trace_requests(ctx, entries, repetition + 1), point, repetition, done, offsets))
