@@ -73,12 +73,13 @@ def _cmd_rerun(args: argparse.Namespace, console: Console) -> int:
         return code
     rows = agreement(first, second, args.tolerance)
     table = Table(title=f"reproducibility: {first} against {second} (tolerance ±{args.tolerance:.0%})")
-    for heading in ("cell", "output tok/s", "decode tok/s", "agree"):
+    for heading in ("cell", "output tok/s", "decode tok/s", "same outputs", "agree"):
         table.add_column(heading)
     for row in rows:
         diffs = row["differences"]
         changes = [f"{diffs[m]:+.1%}" if m in diffs else "-" for m in ("output_tok_s", "decode_tok_s")]
-        table.add_row(row["label"], *changes, "yes" if row["agree"] else "NO: " + "; ".join(row["reasons"]))
+        same = {True: "yes", False: "no", None: "-"}[row.get("same_outputs")]
+        table.add_row(row["label"], *changes, same, "yes" if row["agree"] else "NO: " + "; ".join(row["reasons"]))
     console.print(table)
     agreeing = sum(row["agree"] for row in rows)
     console.print(f"{agreeing} of {len(rows)} cell(s) agree within ±{args.tolerance:.0%}")
@@ -150,6 +151,11 @@ def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
     if outcome.ok:
         console.print(f"{args.result_dir}: OK, {outcome.files_checked} file(s) match their recorded SHA-256; "
                       f"signature {outcome.signature}", highlight=False)
+        if outcome.upgraded_from is not None:
+            from bench.upgrade import SCHEMA_VERSION
+
+            console.print(f"written with result-set schema v{outcome.upgraded_from}: readers upgrade it to "
+                          f"v{SCHEMA_VERSION} on read, the files stay as sealed", highlight=False)
         return EXIT_OK
     console.print(f"{args.result_dir}: FAILED verification: {describe(outcome)}", highlight=False, markup=False)
     return EXIT_FAILED_CELLS
@@ -308,6 +314,44 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]does not fit[/]: needs {result['model_bytes_needed'] / 2**30:.0f} GiB for weights and KV "
                       f"cache; use more devices (--devices)")
     console.print(f"[yellow]{result['caveat']}[/]")
+    if args.plot:
+        from bench import plots
+        from bench.project import size_points
+
+        batch = (args.batch or [1])[0]
+        source = "measured probes" if Path(args.hardware).is_dir() else "catalogue"
+        target = (f"{where} {args.dtype} ({source})", limits)
+        points = size_points([Path(p) for p in args.results], samples, args.engine, batch, args.prompt,
+                             args.output_tokens, [args.model], target)
+        plots.save(plots.projection_vs_size(points, batch), Path(args.plot))
+        console.print(f"figure: {args.plot} (measured filled, projected hollow)", highlight=False)
+    return EXIT_OK
+
+
+def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from bench.plan import parse_slo, plan
+    from bench.tables import render, terminal_table
+
+    question = parse_slo(args.slo)
+    rows = plan([Path(p) for p in args.results], args.model, args.users, question)
+    if args.format in ("csv", "json"):
+        sys.stdout.write(render(rows, list(rows[0]), args.format, {}))
+        return EXIT_OK
+    shown = [{**row, "headroom": None if row["headroom"] is None else f"{row['headroom']:.1%}",
+              "power_w": None if row["power_w"] is None else round(row["power_w"])} for row in rows]
+    columns = ["machine", "host", "engine", "workload", "users_per_node", "basis", "nodes", "headroom",
+               "energy_kwh_per_day", "power_w", "power_source", "answer"]
+    columns += ["notes"] if any(row["notes"] for row in rows) else []
+    headings = {"users_per_node": "users/node", "energy_kwh_per_day": "kWh/day", "power_w": "power W",
+                "power_source": "power from", "answer": "SLO check"}
+    title = f"plan: {args.users:,} concurrent users of {args.model} within {question.describe()}"
+    if args.format != "terminal":
+        sys.stdout.write(render(shown, columns, args.format, headings))
+        return EXIT_OK
+    numeric = {"users_per_node", "nodes", "headroom", "energy_kwh_per_day", "power_w"}
+    console.print(terminal_table(shown, columns, headings, title, numeric,
+                                 caption="users/node: concurrent requests in flight (closed loop, no think time); "
+                                         "kWh/day: mean power at the measured load x 24 h x nodes"))
     return EXIT_OK
 
 
@@ -367,9 +411,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_table(args: argparse.Namespace, console: Console) -> int:
-    from rich.table import Table
-
-    from bench.tables import DEFAULT_COLUMNS, cell_rows, heading, render
+    from bench.tables import DEFAULT_COLUMNS, cell_rows, heading, render, terminal_table
 
     metrics = args.metric or DEFAULT_COLUMNS
     rows = cell_rows([Path(p) for p in args.results], metrics)
@@ -380,14 +422,8 @@ def _cmd_table(args: argparse.Namespace, console: Console) -> int:
     if args.format != "terminal":
         sys.stdout.write(render(rows, columns, args.format, headings))
         return EXIT_OK
-    table = Table(title=f"{len(rows)} cell(s) from {len({r['result_set'] for r in rows})} result set(s)")
-    for column in columns:
-        table.add_column(headings.get(column, column), justify="right" if column in metrics else "left")
-    from bench.tables import _text
-
-    for row in rows:
-        table.add_row(*[_text(row.get(c)) for c in columns])
-    console.print(table)
+    title = f"{len(rows)} cell(s) from {len({r['result_set'] for r in rows})} result set(s)"
+    console.print(terminal_table(rows, columns, headings, title, set(metrics)))
     return EXIT_OK
 
 
@@ -566,7 +602,17 @@ def build_parser() -> argparse.ArgumentParser:
     proj.add_argument("--prompt", type=int, default=512)
     proj.add_argument("--output-tokens", type=int, default=128)
     proj.add_argument("--json-out", help="also write the projection (with its error bars) to this JSON file")
+    proj.add_argument("--plot", metavar="FILE", help="a figure (.png, .svg, .pdf): measured and projected decode "
+                      "tok/s against model size per machine, at the first --batch")
     proj.set_defaults(handler=_cmd_project)
+
+    pln = verbs.add_parser("plan", help="how many nodes of each measured machine kind serve N users within an SLO")
+    pln.add_argument("results", nargs="+", help="result sets (or folders of them) with capacity cells")
+    pln.add_argument("--model", required=True, help="the model: card, name or display name (any case)")
+    pln.add_argument("--users", type=int, required=True, help="concurrent users the service must carry")
+    pln.add_argument("--slo", required=True, help='objectives, e.g. "ttft_p95<=2s,itl_p95<=100ms[,errors<=1%%]"')
+    pln.add_argument("--format", default="terminal", choices=["terminal", "markdown", "csv", "latex", "json"])
+    pln.set_defaults(handler=_cmd_plan)
 
     cmp = verbs.add_parser("compare", help="compare two result sets cell by cell; gate on regressions")
     cmp.add_argument("a", help="the baseline result set")

@@ -171,6 +171,40 @@ def side_by_side(cells: Any, metric: str = "output_tok_s") -> Any:
     return fig
 
 
+def projection_vs_size(points: list[dict[str, Any]], batch: int = 1) -> Any:
+    """Decode tokens/s against model size per machine (bench.project.size_points): measured cells as
+    filled markers, projections hollow with their held-out error bars, so neither passes for the other."""
+    from matplotlib.lines import Line2D
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    machines = list(dict.fromkeys(p["machine"] for p in points))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, machine in enumerate(machines):
+        colour = colours[index % len(colours)]
+        mine = [p for p in points if p["machine"] == machine]
+        done = [p for p in mine if not p["projected"]]
+        ax.scatter([p["parameters"] for p in done], [p["decode_tok_s"] for p in done], color=colour, zorder=3)
+        guess = sorted((p for p in mine if p["projected"]), key=lambda p: p["parameters"])
+        if guess:
+            xs, ys = [p["parameters"] for p in guess], [p["decode_tok_s"] for p in guess]
+            errors = [y * (p["error"] or 0) for y, p in zip(ys, guess, strict=True)]
+            ax.errorbar(xs, ys, yerr=errors, color=colour, linestyle="--", alpha=0.8, capsize=3, marker="o",
+                        markerfacecolor="none", markeredgecolor=colour)
+    handles = [Line2D([], [], color=colours[i % len(colours)], linewidth=3, label=m) for i, m in enumerate(machines)]
+    handles += [Line2D([], [], marker="o", color="black", linestyle="", label="measured"),
+                Line2D([], [], marker="o", color="black", markerfacecolor="none", linestyle="--",
+                       label="projected (held-out error bars)")]
+    ax.legend(handles=handles, fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="model parameters", ylabel="decode tokens/s",
+           title=f"Decode tokens/s against model size, batch {batch} (hollow: projection)")
+    ax.grid(True, alpha=0.3, which="both")
+    fig.tight_layout()
+    return fig
+
+
 FIGURES = {
     "throughput": throughput_vs_batch,
     "latency": latency_vs_batch,

@@ -195,3 +195,49 @@ def project(samples: list[Sample], card_config: dict[str, Any], limits: dict[str
         "caveat": "error bars are held-out errors on the measured cells; extrapolating to other hardware or "
                   "much larger models adds uncertainty they cannot show",
     }
+
+
+def size_points(result_dirs: list[Path], samples: list[Sample], engine: str, batch: int, prompt: int, output: int,
+                cards: list[str], target: tuple[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Decode tok/s against model size, per machine: what each measured machine's cells achieved at
+    `batch`, and the projection for every measured card plus `cards` on that machine (from its probes)
+    and on `target` (a name and its limits), each projection with its held-out error."""
+    from bench.models import UnknownCardError, load_card
+    from bench.plan import machine_kind
+    from bench.roofline import hardware_limits
+
+    points: list[dict[str, Any]] = []
+    machines: list[tuple[str, dict[str, Any]]] = []
+    names = list(dict.fromkeys(cards))
+    for root in result_dirs:
+        for path in [root] if (root / "manifest.json").exists() else find_result_sets(root):
+            result_set = ResultSet(path)
+            manifest = result_set.read_manifest()
+            machine = machine_kind(manifest.get("environment") or {})
+            devices = []
+            for entry in manifest.get("cells", []):
+                summary = result_set.read_cell_summary(entry["id"]) or {}
+                decode = ((summary.get("roofline") or {}).get("decode") or {}).get("measured_tok_s")
+                if not decode or cell_shape(summary)["batch"] != batch:
+                    continue
+                model = summary.get("model") or {}
+                points.append({"machine": machine, "model": model.get("name"), "decode_tok_s": decode,
+                               "parameters": model.get("parameter_count"), "projected": False, "error": None})
+                devices.append((str(summary["engine"].get("device", "cpu")), str(summary["engine"].get("dtype"))))
+                if summary["config"]["model"].get("card"):
+                    names.append(summary["config"]["model"]["card"])
+            if devices and (limits := hardware_limits(manifest.get("probes") or {}, *max(devices, key=devices.count))):
+                machines.append((machine, limits))
+    if target is not None:
+        machines.append(target)
+    for machine, limits in machines:
+        for name in dict.fromkeys(names):
+            try:
+                card = load_card(name)
+            except UnknownCardError:
+                continue
+            row = project(samples, card.config, limits, engine, [batch], prompt, output)["rows"][0]["decode"]
+            if row["projected_tok_s"]:
+                points.append({"machine": machine, "model": name, "parameters": card.parameter_count(),
+                               "decode_tok_s": row["projected_tok_s"], "projected": True, "error": row["error"]})
+    return points

@@ -108,6 +108,45 @@ def _problems(summaries: list[tuple[str, dict[str, Any]]]) -> str:
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>Every cell completed and is valid.</p>"
 
 
+def _capacity_and_projection(sets: list[Path]) -> str:
+    """Per-node capacity of the capacity cells (what `plan` divides N users by), and decode tok/s
+    measured and projected against model size where cells with rooflines allow a projection."""
+    from bench.plan import node_capacities
+    from bench.plots import projection_vs_size
+    from bench.project import calibration_samples, held_out_errors, size_points
+    from bench.slo import describe
+
+    parts = []
+    capacities = node_capacities(sets)
+    if capacities:
+        head = "".join(f"<th>{_e(t)}</th>" for t in ("machine", "model", "engine", "workload", "measured under SLO",
+                                                       "users per node", "basis", "power per node",
+                                                       "kWh per node per day"))
+        body = ""
+        for c in capacities:
+            watts = c.power.watts
+            power = c.power.source if watts is None else f"{watts:,.0f} W ({c.power.source})"
+            cells = [c.machine, c.model, c.engine, c.workload, describe(c.slo)]
+            body += ("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in cells) + f"<td class='num'>{_num(c.users, 2)}</td>"
+                     f"<td>{_e(c.basis)}</td><td>{_e(power)}</td>"
+                     f"<td class='num'>{_num(None if watts is None else watts * 24 / 1000, 2)}</td></tr>")
+        parts += ["<h3>Capacity per node</h3>", f"<table><tr>{head}</tr>{body}</table>",
+                  "<p>A service for N concurrent users needs ceil(N / users per node) nodes; "
+                  "<code>lokaal-bench plan</code> answers for a given N and SLO.</p>"]
+    samples = calibration_samples(sets)
+    if samples:
+        engine = max({s.engine for s in samples}, key=[s.engine for s in samples].count)
+        points = size_points(sets, samples, engine, 1, 512, 128, [])
+        if any(p["projected"] for p in points):
+            held = held_out_errors(samples)["decode"]
+            typical = "-" if held["typical_error"] is None else f"{held['typical_error']:.0%}"
+            parts += ["<h3>Projection: decode tokens/s against model size</h3>",
+                      f"<figure>{_svg(projection_vs_size(points))}<figcaption>measured (filled) and PROJECTION "
+                      f"(hollow) with {_e(engine)} at batch 1, 512-token prompts and 128 output tokens; held-out "
+                      f"typical error {typical} over {held['cells']} decode cells</figcaption></figure>"]
+    return "<h2>Capacity and projections</h2>" + "".join(parts) if parts else ""
+
+
 def render_report(paths: list[Path], title: str | None = None) -> str:
     import bench
     from bench import plots
@@ -140,6 +179,7 @@ def render_report(paths: list[Path], title: str | None = None) -> str:
               "<h2>Headline numbers</h2>", _cells_table(cells),
               "<h2>Failed and invalid cells</h2>", _problems(summaries), "<h2>Figures</h2>"]
     parts += [f"<figure>{svg}<figcaption>{_e(name)}</figcaption></figure>" for name, svg in figures]
+    parts.append(_capacity_and_projection(sets))
     parts.append("<h2>Environment inventories</h2>")
     for name, manifest in manifests.items():
         inventory = json.dumps(manifest.get("environment"), indent=2, default=str)

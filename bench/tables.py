@@ -69,6 +69,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def terminal_table(rows: list[dict[str, Any]], columns: list[str], headings: dict[str, str], title: str,
+                   numeric: set[str] | frozenset[str] = frozenset(), caption: str | None = None) -> Any:
+    """The same rows as a rich Table for the terminal: numbers right-aligned, None as '-'."""
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    for column in columns:
+        table.add_column(headings.get(column, column), justify="right" if column in numeric else "left")
+    for row in rows:
+        table.add_row(*[_text(row.get(c)) for c in columns])
+    return table
+
+
 def _latex_escape(text: str) -> str:
     for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"), ("#", r"\#"),
                           ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("~", r"\textasciitilde{}"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +64,38 @@ def loopback_only() -> list[str]:
     prefix = [unshare, "-rn", "sh", "-c", f'{ip} link set lo up && exec "$0" "$@"']
     probe = subprocess.run([*prefix, "true"], capture_output=True)
     return prefix if probe.returncode == 0 else []
+
+
+# The calibration endpoint with --slots 4 serves at most 4 completions at once (the rest queue), so a
+# capacity search against it has a known answer: 4 users, or 4 / service time requests per second.
+CAPACITY_TTFT, CAPACITY_ITL, CAPACITY_TOKENS, CAPACITY_SLOTS = 0.02, 0.005, 8, 4
+CAPACITY_SLO = {"percentile": 90, "ttft_s": CAPACITY_TTFT + 0.015}  # queueing costs a whole service time
+
+
+@pytest.fixture(scope="session")
+def capacity_result_set(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
+    """A real result set with two capacity cells (a concurrency and a rate search) of tiny-llama served
+    by the calibration endpoint: short searches without bisection (about 20 s on 2 cores) that still
+    bracket the edge (4 users met, 8 missed)."""
+    from bench.serving.calibrate import start_server
+
+    proc, port = start_server(CAPACITY_TTFT, CAPACITY_ITL, slots=CAPACITY_SLOTS)
+    try:
+        root = tmp_path_factory.mktemp("capacity")
+        data = tiny_profile(
+            engines=[{"kind": "openai", "base_urls": [f"http://127.0.0.1:{port}/v1"]}],
+            workloads=[{"name": "w", "input_tokens": 16, "output_tokens": CAPACITY_TOKENS}],
+            scenarios=[{"kind": "capacity", "search": "concurrency", "start": 4, "max": 8, "steps": 0},
+                       {"kind": "capacity", "search": "rate", "start": 40, "max": 80, "steps": 0,
+                        "arrival": "constant"}],
+            run={"repetitions": 1, "warmup": 1, "slo": CAPACITY_SLO},
+        )
+        (root / "profile.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+        out = root / "capacity"
+        done = subprocess.run([sys.executable, "-m", "bench", "run", str(root / "profile.yaml"), "--output", str(out)],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        proc.kill()
+        proc.wait()
+    return out
