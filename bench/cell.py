@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.atomic import write_json
 from bench.netguard import NetworkGuard, apply_offline_env
+from bench.rootcause import child_root_cause, own_log_tail
 
 FAULT_ENV = "LOKAAL_BENCH_FAULT"
 
@@ -123,6 +124,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         max_duration_s=run.get("max_duration_s"),
         t0=t0,
         progress=progress,
+        store_text=bool(run.get("store_text", False)),
     )
     records = scenario_runner(cell["scenario"]["kind"])(ctx)
     emit("phase", phase="write")
@@ -150,6 +152,9 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
         "clock": {"t0_wall": t0_wall, "measured_window_wall": window},
         "prompts_sha256": prompts_digest((r.repetition, r.request_id, r.prompt_sha256 or "") for r in records),
+        # The outputs' fingerprint, when every record has one: a rerun can say whether it said the same.
+        "responses_sha256": prompts_digest((r.repetition, r.request_id, r.response_sha256) for r in records)
+        if records and all(r.response_sha256 for r in records) else None,
         "finished_wall": time.time(),
     }
     engine.close()
@@ -174,9 +179,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run_cell(spec, cell_dir)
     except BaseException as exc:  # every failure becomes a reason in the result, then a FAILED row
         traceback.print_exc()
+        reason = f"{type(exc).__name__}: {exc}".strip()
+        cause = child_root_cause(own_log_tail())
+        if cause and cause.split(" (in ")[0] not in reason:
+            reason += f"; root cause: {cause}"
         write_json(cell_dir / "result.json", {
             "status": "FAILED",
-            "reason": f"{type(exc).__name__}: {exc}".strip(),
+            "reason": reason,
             "memory": {"peak_rss_bytes": _peak_rss_bytes()},
         })
         return 1

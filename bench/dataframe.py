@@ -11,6 +11,7 @@ from bench.metrics import METRIC_INFO
 from bench.records import read_records
 from bench.resultset import ResultSet
 from bench.tables import result_set_paths
+from bench.upgrade import UPGRADED_FROM
 
 _DISTRIBUTION_KEYS = ("n", "mean", "stdev", "min", "max", "p50", "p90", "p95", "p99")
 
@@ -57,6 +58,8 @@ def _cell_row(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> 
         "peak_rss_bytes": (summary.get("memory") or {}).get("peak_rss_bytes"),
         "energy_j_per_token": (summary.get("energy_per_output_token") or {}).get("value"),
         "decode_roofline_fraction": ((summary.get("roofline") or {}).get("decode") or {}).get("fraction"),
+        # None, or the older schema version this result set was written with (upgraded on read)
+        "schema_upgraded_from": manifest.get(UPGRADED_FROM),
     }
     row.update(flatten_metrics(summary.get("metrics") or {}))
     return row

@@ -19,6 +19,7 @@ from typing import Any
 
 from bench.atomic import write_json, write_text
 from bench.errors import BenchError, ResultSetError
+from bench.upgrade import SCHEMA_VERSION, check_version
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.json.sig"
@@ -84,6 +85,7 @@ class Verification:
     problems: list[str] = field(default_factory=list)
     signature: str = "absent"  # absent | valid | invalid | not checked (no public key given)
     files_checked: int = 0
+    upgraded_from: int | None = None  # an older schema version: readers upgrade it in memory, the files stay
 
     @property
     def ok(self) -> bool:
@@ -101,7 +103,13 @@ def verify(root: Path, public_key: Path | None = None) -> Verification:
     except json.JSONDecodeError as exc:
         result.problems.append(f"{MANIFEST}: not valid JSON ({exc})")
         return result
-    integrity = manifest.get("integrity") if isinstance(manifest, dict) else None
+    try:  # the seal's meaning belongs to a schema version: a newer one than this code cannot be judged
+        version = check_version(manifest, str(manifest_path))
+    except ResultSetError as exc:
+        result.problems.append(str(exc))
+        return result
+    result.upgraded_from = version if version < SCHEMA_VERSION else None
+    integrity = manifest.get("integrity")
     if not isinstance(integrity, dict) or "files" not in integrity:
         result.problems.append(f"{MANIFEST}: not sealed (no integrity section; the run did not finish?)")
         return result

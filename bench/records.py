@@ -37,6 +37,14 @@ class RequestRecord:
     usage_output_tokens: int | None = None
     endpoint: str | None = None
     load_point: float | None = None  # capacity cells: the rate (req/s) or users this request was sent under
+    # In-process vLLM: the engine's own timestamps (queued, scheduled, first_token, last_token; same
+    # clock and origin as the times above), its wall-clock first-token latency, cached prompt tokens.
+    engine_timing: dict[str, Any] | None = None
+    # Privacy: the output is kept as a hash (of the output token ids in process, of the streamed text
+    # when served), so two runs' outputs can be compared; the text itself only with run.store_text.
+    response_sha256: str | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
 
     @property
     def usage_mismatch(self) -> bool:

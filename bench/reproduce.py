@@ -49,6 +49,9 @@ def agreement(first: Path, second: Path, tolerance: float) -> list[dict[str, Any
         else:
             if one.get("prompts_sha256") != other.get("prompts_sha256"):
                 row["reasons"].append("different prompts (prompt hashes differ)")
+            # Informational, not a disagreement: batched floating point may legitimately change a token.
+            outputs = one.get("responses_sha256"), other.get("responses_sha256")
+            row["same_outputs"] = outputs[0] == outputs[1] if None not in outputs else None
             for name in AGREEMENT_METRICS:
                 x = (one["metrics"].get(name) or {}).get("value")
                 y = (other["metrics"].get(name) or {}).get("value")

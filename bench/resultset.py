@@ -13,6 +13,7 @@
         network.jsonl            refused connection attempts of the cell (only if any)
 
 Every file is written atomically. A cell counts as done only when its cell.json says COMPLETED.
+Older schema versions are upgraded on read, in memory (bench/upgrade.py); newer ones are refused.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Any
 
 from bench.atomic import atomic_path, write_json
 from bench.errors import ResultSetError
+from bench.upgrade import SCHEMA_VERSION as SCHEMA_VERSION  # re-exported: what new result sets are written as
+from bench.upgrade import UPGRADED_FROM, note_upgrade, upgrade_cell_summary, upgrade_manifest
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 CELL_SUMMARY = "cell.json"
 
@@ -74,7 +76,8 @@ class ResultSet:
         return self.path / "cells" / cell_id
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.manifest_path, manifest)
+        # An upgraded manifest is written in the current shape; the note of its old version stays in memory.
+        write_json(self.manifest_path, {k: v for k, v in manifest.items() if k != UPGRADED_FROM})
 
     def read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.is_file():
@@ -83,14 +86,9 @@ class ResultSet:
             manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ResultSetError(f"{self.manifest_path}: corrupt JSON ({exc})") from None
-        version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        if not isinstance(version, int):
-            raise ResultSetError(f"{self.manifest_path}: no schema_version")
-        if version > SCHEMA_VERSION:
-            raise ResultSetError(
-                f"{self.manifest_path}: schema_version {version} is newer than this lokaal-bench "
-                f"understands ({SCHEMA_VERSION}); upgrade lokaal-bench to read it"
-            )
+        manifest = upgrade_manifest(manifest, str(self.manifest_path))
+        if UPGRADED_FROM in manifest:
+            note_upgrade(str(self.path), manifest[UPGRADED_FROM])
         return manifest
 
     def write_cell_summary(self, cell_id: str, summary: dict[str, Any]) -> None:
@@ -99,9 +97,12 @@ class ResultSet:
     def read_cell_summary(self, cell_id: str) -> dict[str, Any] | None:
         path = self.cell_dir(cell_id) / CELL_SUMMARY
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            summary = json.loads(path.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return None
+        if not isinstance(summary, dict) or "schema_version" not in summary:
+            return None  # not a summary: the cell counts as not done, like a corrupt one
+        return upgrade_cell_summary(summary, str(path))  # a newer version than this code raises
 
     def completed_cells(self) -> set[str]:
         """Cells with a COMPLETED summary on disk: what a resume keeps."""

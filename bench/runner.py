@@ -27,6 +27,7 @@ from bench.records import RequestRecord, read_records
 from bench.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
 from bench.roofline import for_cell as roofline_for_cell
 from bench.serving.managed import ServerPool, ServerStartError
+from bench.upgrade import UPGRADED_FROM
 
 GUARD_DESCRIPTION = "python audit hook on socket events (connect, sendto, getaddrinfo): loopback and allow_hosts only"
 
@@ -110,6 +111,8 @@ class Runner:
         now = utc_now()
         if self.plan.resume:
             self.manifest = self.result_set.read_manifest()
+            # A resumed older result set is written (and sealed) in the current schema from here on.
+            self.manifest.pop(UPGRADED_FROM, None)
             self.manifest.setdefault("invocations", []).append({"started": now, "resume": True})
             for cell_id in self.plan.skip:
                 summary = self.result_set.read_cell_summary(cell_id)
@@ -132,6 +135,9 @@ class Runner:
                 "cells": [],
             }
         self.manifest["status"] = "running"
+        # Privacy: whether any cell of this set kept prompt and response text (a resume may have turned it on).
+        stored = bool((self.manifest.get("privacy") or {}).get("store_text"))
+        self.manifest["privacy"] = {"store_text": stored or self.plan.profile.run.store_text}
         self.manifest["offline"] = {
             "offline": True,
             "env": apply_offline_env(),

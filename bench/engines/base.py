@@ -23,6 +23,13 @@ class BatchResult:
     finish_reasons: list[str]
     context_depth: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Engines that schedule each request on its own (vLLM) give each row its own token times, and
+    # the engine's own timestamps for the row (same clock as the cell's, relative times, or None).
+    row_step_times: list[list[float]] | None = None
+    engine_timing: list[dict[str, Any] | None] | None = None
+    # The generated token ids of each row (engines that have them): hashed into every record, and
+    # decoded into it when run.store_text asks for the text.
+    output_token_ids: list[list[int]] | None = None
 
 
 class Engine(Protocol):
@@ -59,4 +66,8 @@ def create_engine(settings: dict[str, Any], model_path: str, model_info: dict[st
         from bench.engines.openai_engine import OpenAIEngine
 
         return OpenAIEngine(settings, model_path, model_info)
+    if kind == "vllm":
+        from bench.engines.vllm_engine import VllmEngine
+
+        return VllmEngine(settings, model_path, model_info)
     raise ValueError(f"unknown engine kind {kind!r}")

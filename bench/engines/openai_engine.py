@@ -86,6 +86,8 @@ class OpenAIEngine:
         }
         if self.settings.get("ignore_eos", True):
             body.update(ignore_eos=True, min_tokens=request.output_tokens)
+        if (self.settings.get("server") or {}).get("kind") == "vllm":
+            body["return_token_ids"] = True  # exact token counts per chunk (a vLLM extension)
         if self.settings.get("api") == "chat":  # chat takes text: the synthetic tokens, decoded
             body["messages"] = [{"role": "user", "content": self.decode(body.pop("prompt"))}]
         return body

@@ -149,6 +149,10 @@ class TransformersEngine:
             raise RuntimeError(f"{self.model_path} has no tokenizer, so text prompts cannot be encoded")
         return list(self.tokenizer.encode(text, add_special_tokens=True))
 
+    def decode(self, token_ids: list[int]) -> str | None:
+        """Text of token ids, for run.store_text; None without a tokenizer (lengths and hashes remain)."""
+        return None if self.tokenizer is None else str(self.tokenizer.decode(token_ids, skip_special_tokens=False))
+
     # --- execution -----------------------------------------------------------------------------
 
     def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,11 +182,13 @@ class TransformersEngine:
         times = clock.step_times(submit)[:steps]
         produced = int(out.shape[1] - ids.shape[1])
         counts = [min(produced, n) for n in output_tokens]
+        generated = out[:, ids.shape[1]:].tolist()  # one copy per batch, after timing: costs no step
         return BatchResult(
             submit_time=submit,
             step_times=times,
             output_tokens=counts,
             finish_reasons=["length" if c == n else "short" for c, n in zip(counts, output_tokens, strict=True)],
+            output_token_ids=[row[:count] for row, count in zip(generated, counts, strict=True)],
         )
 
     @torch.inference_mode()
@@ -199,12 +205,14 @@ class TransformersEngine:
         )
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         clock(token, None)
+        tokens = [token]  # kept on the device; copied once after timing, for the response hashes
         cache = out.past_key_values
         for _ in range(gen_tokens - 1):
             out = self.model(input_ids=token, past_key_values=cache, use_cache=True)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
             cache = out.past_key_values
             clock(token, None)
+            tokens.append(token)
         times = clock.step_times(submit)
         return BatchResult(
             submit_time=submit,
@@ -212,6 +220,7 @@ class TransformersEngine:
             output_tokens=[len(times)] * len(prompts),
             finish_reasons=["length"] * len(prompts),
             context_depth=depth,
+            output_token_ids=torch.cat(tokens, dim=1).tolist(),
         )
 
     # --- reporting -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from bench.records import RequestRecord
 from bench.workloads import Request, file_requests, synthetic_requests, token_ids_sha256
 
 Progress = Callable[[str, int, int], None]
+Decoder = Callable[[list[int]], str | None]
 
 
 @dataclass
@@ -24,6 +25,11 @@ class ScenarioContext:
     max_duration_s: float | None
     t0: float  # perf_counter at the start of the cell; record times are relative to it
     progress: Progress
+    store_text: bool = False  # run.store_text: records keep prompt and response text (else hashes only)
+
+    def decoder(self) -> Decoder | None:
+        """The engine's detokenizer when run.store_text asks for text; None otherwise, so nothing is decoded."""
+        return getattr(self.engine, "decode", None) if self.store_text else None
 
     def requests(self, count: int, stream: int) -> list[Request]:
         """Requests for a repetition (stream = repetition + 1) or for warm-up (stream 0)."""
@@ -42,12 +48,15 @@ def batch_records(
     t0: float,
     repetition: int,
     batch_index: int,
+    decode: Decoder | None = None,
 ) -> list[RequestRecord]:
-    """Per-request records from one batch; a short output becomes an error on its record."""
+    """Per-request records from one batch; a short output becomes an error on its record. With
+    `decode` (run.store_text) each record also carries its prompt and response text."""
     records = []
     for row, request in enumerate(requests):
         produced = result.output_tokens[row]
-        times = [t - t0 for t in result.step_times[:produced]]
+        steps = result.row_step_times[row] if result.row_step_times is not None else result.step_times
+        times = [t - t0 for t in steps[:produced]]
         error = None
         if produced != request.output_tokens:
             error = f"short output: {produced} of {request.output_tokens} tokens"
@@ -68,9 +77,26 @@ def batch_records(
                 error=error,
                 context_depth=result.context_depth,
                 prompt_sha256=token_ids_sha256(request.prompt_token_ids),
+                engine_timing=_relative(result.engine_timing[row], t0) if result.engine_timing is not None else None,
             )
         )
+        output_ids = result.output_token_ids[row] if result.output_token_ids is not None else None
+        if output_ids is not None:
+            records[-1].response_sha256 = token_ids_sha256(output_ids)
+        if decode is not None:
+            records[-1].prompt_text = request.text if request.text is not None else decode(request.prompt_token_ids)
+            records[-1].response_text = decode(output_ids) if output_ids is not None else None
     return records
+
+
+ENGINE_STAMPS = ("queued", "scheduled", "first_token", "last_token")
+
+
+def _relative(timing: dict[str, Any] | None, t0: float) -> dict[str, Any] | None:
+    """An engine's own timestamps, on the cell's clock, made relative to the cell's start like every time."""
+    if timing is None:
+        return None
+    return {k: (v - t0 if k in ENGINE_STAMPS else v) for k, v in timing.items()}
 
 
 def run_batched(ctx: ScenarioContext, batch_size: int, requests_per_repetition: int) -> list[RequestRecord]:
@@ -82,7 +108,7 @@ def run_batched(ctx: ScenarioContext, batch_size: int, requests_per_repetition: 
             ctx.progress("warm-up", start, len(warm))
             chunk = warm[start:start + batch_size]
             result = ctx.engine.generate([r.prompt_token_ids for r in chunk], [r.output_tokens for r in chunk])
-            records += batch_records(result, chunk, ctx.t0, -1, index)
+            records += batch_records(result, chunk, ctx.t0, -1, index, ctx.decoder())
     for repetition in range(ctx.repetitions):
         requests = ctx.requests(requests_per_repetition, repetition + 1)
         started = time.perf_counter()
@@ -90,7 +116,7 @@ def run_batched(ctx: ScenarioContext, batch_size: int, requests_per_repetition: 
             ctx.progress(f"repetition {repetition + 1}/{ctx.repetitions}", start, len(requests))
             chunk = requests[start:start + batch_size]
             result = ctx.engine.generate([r.prompt_token_ids for r in chunk], [r.output_tokens for r in chunk])
-            records += batch_records(result, chunk, ctx.t0, repetition, index)
+            records += batch_records(result, chunk, ctx.t0, repetition, index, ctx.decoder())
             if ctx.out_of_time(started):
                 break
     return records

@@ -20,7 +20,7 @@ def _run_once(ctx: ScenarioContext, rng: random.Random, repetition: int, index: 
     prompts = [Request(index * rows + r, space.draw(rng, point["prompt_tokens"]), point["gen_tokens"])
                for r in range(rows)]
     result = ctx.engine.prefill_decode(depth_ids, [p.prompt_token_ids for p in prompts], point["gen_tokens"])
-    return batch_records(result, prompts, ctx.t0, repetition, index)
+    return batch_records(result, prompts, ctx.t0, repetition, index, ctx.decoder())
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:

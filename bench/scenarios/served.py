@@ -12,6 +12,7 @@ Requests are spread round-robin over the endpoints; each record names its endpoi
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from typing import Any
@@ -51,7 +52,20 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
         finish_reason="length" if error is None else "error", error=error,
         prompt_sha256=token_ids_sha256(request.prompt_token_ids), sent_time=result.sent - ctx.t0,
         usage_output_tokens=result.usage_completion_tokens, endpoint=endpoint,
+        response_sha256=hashlib.sha256(result.text.encode()).hexdigest(),
+        prompt_text=_prompt_text(ctx, request) if ctx.store_text else None,
+        response_text=result.text if ctx.store_text else None,
     )
+
+
+def _prompt_text(ctx: ScenarioContext, request: Request) -> str | None:
+    """The prompt as written (prompt files) or decoded; None when the model directory has no tokenizer."""
+    if request.text is not None:
+        return request.text
+    try:
+        return str(ctx.engine.decode(request.prompt_token_ids))  # type: ignore[attr-defined]
+    except (OSError, ValueError):
+        return None
 
 
 # Stop rules: no new request after run.max_duration_s (those in flight finish and count), nor once at

@@ -23,10 +23,16 @@ class StreamResult:
     usage_completion_tokens: int | None = None
     status: int | None = None
     error: str | None = None
+    # The streamed text, piece by piece: hashed into the record, kept whole only with run.store_text.
+    pieces: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 class Connection:
@@ -88,6 +94,7 @@ class Connection:
             result.first_token = result.end
             result.token_times = [result.end]
             result.usage_completion_tokens = (data.get("usage") or {}).get("completion_tokens")
+            result.pieces = [_choice_text(choice) for choice in data.get("choices") or []]
             return
         buffer, done = b"", False
         async for piece in _pieces(reader, headers):  # read to the body's end, so keep-alive stays in step
@@ -114,14 +121,36 @@ class Connection:
             if message.get("usage"):
                 result.usage_completion_tokens = message["usage"].get("completion_tokens")
             for choice in message.get("choices") or []:
-                text = choice.get("text")
-                if text is None:
-                    text = (choice.get("delta") or {}).get("content")
-                if text:
-                    if result.first_token is None:
-                        result.first_token = now
-                    result.token_times.append(now)
+                tokens = _chunk_tokens(choice)
+                if tokens and result.first_token is None:
+                    result.first_token = now
+                result.token_times += [now] * tokens
+                result.pieces.append(_choice_text(choice))
         return False
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    """The text one choice carries: completions `text`, chat `delta.content` (streamed) or `message.content`."""
+    for text in (choice.get("text"), (choice.get("delta") or {}).get("content"),
+                 (choice.get("message") or {}).get("content")):
+        if isinstance(text, str):
+            return text
+    return ""
+
+
+def _chunk_tokens(choice: dict[str, Any]) -> int:
+    """How many output tokens one streamed choice carries. vLLM sends one chunk per engine step, and
+    its text may be empty while the detokenizer holds back an incomplete character, so an empty text
+    still counts; the token ids, when the server returns them, are exact. A closing chunk that only
+    carries the finish reason (llama.cpp, TGI) counts for nothing."""
+    if isinstance(choice.get("token_ids"), list):
+        return len(choice["token_ids"])
+    text = choice.get("text")
+    if text is None:
+        text = (choice.get("delta") or {}).get("content")
+    if text is None:
+        return 0
+    return 1 if text or choice.get("finish_reason") is None else 0
 
 
 async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:

@@ -44,8 +44,13 @@ def free_port() -> int:
 
 def server_command(spec: dict[str, Any], model_dir: Path, port: int) -> list[str]:
     if spec["kind"] == "vllm":
+        args = list(spec.get("args", []))
+        # Benchmark hygiene, as in the in-process engine: prefix caching stays off unless asked for,
+        # so repeated prompts cannot make a server look faster than it is.
+        if not any("prefix-caching" in a for a in args):
+            args.append("--no-enable-prefix-caching")
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-                "--host", "127.0.0.1", "--port", str(port), *spec.get("args", [])]
+                "--host", "127.0.0.1", "--port", str(port), *args]
     return [arg.replace("{port}", str(port)).replace("{model}", str(model_dir)) for arg in spec["command"]]
 
 
