@@ -125,3 +125,30 @@ def test_tensor_parallel_on_two_cores_and_a_failing_start(tmp_path: Path) -> Non
     assert records and all(r.output_tokens == r.expected_output_tokens for r in records)
     assert failed["status"] == "FAILED"
     assert "root cause: ValueError" in failed["reason"] and "memory" in failed["reason"], failed["reason"]
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() == 0, reason="no CUDA GPU here (runs on a lent GPU machine)")
+def test_vllm_on_cuda_beside_transformers_with_nvml_telemetry(tmp_path: Path) -> None:
+    tp = 2 if _cuda_devices() >= 2 else 1
+    profile = tiny_profile(
+        engines=[{"kind": "transformers", "dtype": "bfloat16", "device": "cuda"},
+                 {"kind": "vllm", "dtype": "bfloat16", "memory_fraction": 0.3, "tensor_parallel_size": tp}],
+        scenarios=[{"kind": "offline", "batch_sizes": [8], "batches": 2}],
+        run={"repetitions": 1, "warmup": 1, "cell_timeout_s": 900},
+    )
+    out, done = run_profile(tmp_path, profile)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    cells = {s["config"]["engine"]["kind"]: s for s in summaries(out)}
+    vllm_cell = cells["vllm"]
+    assert vllm_cell["engine"]["device"] == "cuda" and vllm_cell["engine"]["layout"]["world_size"] == tp
+    assert vllm_cell["engine_timing"]["requests"] > 0 and vllm_cell["engine_timing"]["same_clock"]
+    assert vllm_cell["memory"].get("gpu_used_peak_bytes"), vllm_cell["memory"]  # NVML saw the workers' memory
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["environment"]["gpus"]["devices"], "the manifest records the GPUs (and their topology)"
