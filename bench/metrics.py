@@ -95,7 +95,12 @@ def _batches(records: Sequence[RequestRecord]) -> dict[tuple[int, int], list[Req
 
 def phase_rates(records: Sequence[RequestRecord]) -> tuple[float | None, float | None]:
     """Prefill tokens/s (prompt tokens over time to first token) and decode tokens/s (tokens after
-    the first over the time after the first), each summed over batches so a batch counts once."""
+    the first over the time after the first), each summed over batches so a batch counts once.
+
+    The decode window of a batch opens when its last row has its first token. Rows that schedule on
+    their own (vLLM's continuous batching) may decode before that; only the tokens inside the window
+    count, so overlapping prefill cannot inflate the decode rate. (Rows of a static batch share their
+    times: all their tokens after the first are inside the window.)"""
     prefill_tokens = prefill_time = decode_tokens = decode_time = 0.0
     for batch in _batches(records).values():
         firsts = [r.first_token_time for r in batch if r.first_token_time is not None]
@@ -103,10 +108,12 @@ def phase_rates(records: Sequence[RequestRecord]) -> tuple[float | None, float |
         if not firsts or not ends:
             continue
         submit = min(r.submit_time for r in batch)
+        opens = max(firsts)
         prefill_tokens += sum(r.input_tokens for r in batch)
-        prefill_time += max(firsts) - submit
-        decode_tokens += sum(max(r.output_tokens - 1, 0) for r in batch)
-        decode_time += max(ends) - max(firsts)
+        prefill_time += opens - submit
+        decode_tokens += sum(sum(1 for t in r.token_times if t > opens) if len(r.token_times) == r.output_tokens
+                             else max(r.output_tokens - 1, 0) for r in batch)
+        decode_time += max(ends) - opens
     return rate(prefill_tokens, prefill_time), rate(decode_tokens, decode_time)
 
 

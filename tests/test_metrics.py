@@ -82,3 +82,18 @@ def test_failures_are_counted_not_dropped() -> None:
 def test_short_outputs_are_found() -> None:
     records = [rec(0, 0, 0, 0.0, [0.1, 0.2], expected=2), rec(1, 0, 1, 0.0, [0.1], expected=4)]
     assert [r.request_id for r in short_outputs(records)] == [1]
+
+
+def test_decode_rate_counts_only_tokens_inside_the_window_when_rows_overlap() -> None:
+    from bench.metrics import phase_rates
+
+    def row(rid: int, times: list[float]) -> RequestRecord:
+        return RequestRecord(request_id=rid, repetition=0, batch_index=0, batch_size=2, input_tokens=10,
+                             expected_output_tokens=len(times), submit_time=0.9, first_token_time=times[0],
+                             end_time=times[-1], token_times=times, output_tokens=len(times))
+
+    # continuous batching: row 0 decodes while row 1 is still in prefill
+    _, decode = phase_rates([row(0, [1.0, 1.1, 1.2, 1.3]), row(1, [1.25, 1.35])])
+    assert decode == pytest.approx(2 / 0.1)  # tokens at 1.3 and 1.35, after the last first token at 1.25
+    _, static = phase_rates([row(0, [1.0, 1.1, 1.2]), row(1, [1.0, 1.1, 1.2])])
+    assert static == pytest.approx(4 / 0.2)  # a static batch: every token after the first
