@@ -125,6 +125,10 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         t0=t0,
         progress=progress,
         store_text=bool(run.get("store_text", False)),
+        stop_error_rate=run.get("stop_error_rate", 0.5),
+        stop_min_requests=run.get("stop_min_requests", 10),
+        client_processes=run.get("client_processes", 1),
+        loadgen_ceiling=(spec.get("load_generator_calibration") or {}).get("ceiling"),
     )
     records = scenario_runner(cell["scenario"]["kind"])(ctx)
     emit("phase", phase="write")
@@ -150,6 +154,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
             "roofline_inputs": model_inputs(model.config, model.dtype),
         },
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
+        "load_generator": ctx.client_report(),  # served cells: early stops, client processes and why
         "clock": {"t0_wall": t0_wall, "measured_window_wall": window},
         "prompts_sha256": prompts_digest((r.repetition, r.request_id, r.prompt_sha256 or "") for r in records),
         # The outputs' fingerprint, when every record has one: a rerun can say whether it said the same.

@@ -34,14 +34,20 @@ def energy_per_token(telemetry: dict[str, Any], output_tokens: int | None) -> di
     }
 
 
-def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: dict[str, Any]) -> dict[str, Any] | None:
+def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: dict[str, Any],
+                         client: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """For served cells: did the client keep up? Send lag (actual minus scheduled send), the send
-    rate achieved against the target, and the client process's CPU. Client-bound cells are flagged."""
+    rate achieved against the target, and the client's CPU (per client process: `client` is the
+    cell process's own account, result.json's load_generator). Client-bound cells are flagged."""
     measured = [r for r in records if not r.warmup and r.sent_time is not None]
     if cell.scenario["kind"] not in SERVED_SCENARIOS or not measured:
         return None
+    client = client or {}
+    processes = client.get("client_processes") or 1
     lags = sorted(r.send_lag for r in measured if r.send_lag is not None)
-    check: dict[str, Any] = {"send_lag_s": {"p50": percentile(lags, 50), "p99": percentile(lags, 99)}}
+    check: dict[str, Any] = {"send_lag_s": {"p50": percentile(lags, 50), "p99": percentile(lags, 99)},
+                             "client_processes": processes,
+                             "client_processes_reason": client.get("client_processes_reason")}
     reasons = []
     if check["send_lag_s"]["p99"] > 0.010:
         reasons.append(f"send lag p99 {check['send_lag_s']['p99'] * 1000:.1f} ms above 10 ms")
@@ -60,10 +66,17 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
         scheduled, achieved = check["scheduled_rate"], check["achieved_rate"]
         if scheduled and achieved and achieved < 0.98 * scheduled:
             reasons.append(f"sent {achieved:.1f}/s against a schedule of {scheduled:.1f}/s")
+    # The process tree's CPU (the cell process and its client processes), per client process; and the
+    # busiest worker's own figure when there were several (an average can hide one saturated loop).
     cpu = (telemetry.get("host") or {}).get("proc_cpu_mean_pct")
     check["client_cpu_pct"] = cpu
-    if cpu is not None and cpu > 90:
-        reasons.append(f"the client used {cpu:.0f}% of a core")
+    per_process = client.get("process_cpu_pct_max")
+    if per_process is None and cpu is not None:
+        per_process = cpu / processes
+    check["client_cpu_pct_per_process"] = per_process
+    if per_process is not None and per_process > 90:
+        where = "of a core" if processes == 1 else f"of a core in one of {processes} client processes"
+        reasons.append(f"the client used {per_process:.0f}% {where}")
     check["client_bound"] = bool(reasons)
     check["reason"] = "; ".join(reasons)
     return check
@@ -146,7 +159,9 @@ def build_summary(
             "spec": "spec.json",
         },
     }
-    summary["load_generator"] = load_generator_check(cell, records, telemetry)
+    summary["load_generator"] = load_generator_check(cell, records, telemetry, result.get("load_generator"))
+    # A stop rule cut a repetition short (error rate, max duration): the reader sees why and how much.
+    summary["stopped"] = (result.get("load_generator") or {}).get("stopped") or None
     summary["engine_timing"] = engine_timing.cross_check(records, cell.engine.get("timing_tolerance_s"))
     summary["engine_stats"] = engine_timing.engine_stats(records)
     summary["endpoints"] = endpoints.per_endpoint(records)

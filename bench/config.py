@@ -348,6 +348,16 @@ class RunSettings(Strict):
     store_text: bool = Field(
         False, description="keep prompt and response text in the records (default: lengths and hashes only)"
     )
+    stop_error_rate: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="served cells: send no more requests in a repetition once more than this fraction failed"
+    )
+    stop_min_requests: Annotated[int, Field(ge=1)] = Field(
+        10, description="served cells: requests finished before the error-rate stop rule applies"
+    )
+    client_processes: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        1, description="served cells: client processes that send the load; auto: from this machine's "
+                       "`lokaal-bench calibrate` ceiling (1 without one), at most cores - 1"
+    )
 
 
 class Profile(Strict):

@@ -45,6 +45,7 @@ class RequestRecord:
     response_sha256: str | None = None
     prompt_text: str | None = None
     response_text: str | None = None
+    client_process: int | None = None  # served, run.client_processes > 1: which client process sent it
 
     @property
     def usage_mismatch(self) -> bool:

@@ -231,13 +231,19 @@ class Runner:
         spec_path = cell_dir / "spec.json"
         cell_spec = cell.to_dict()
         if cell.engine.get("server"):  # the cell's client gets the managed server's URL (not part of its id)
-            self.observer.message(f"starting the {cell.engine['server']['kind']} server (once per server and model)")
+            model_dir = self.model_paths[_model_key(cell)]
+            if not self.servers.started(cell.engine["server"], model_dir):
+                kind = cell.engine["server"]["kind"]
+                self.observer.message(f"starting the {kind} server (once per server and model)")
             try:
-                url = self.servers.url_for(cell.engine["server"], self.model_paths[_model_key(cell)])
+                url = self.servers.url_for(cell.engine["server"], model_dir)
             except ServerStartError as exc:
                 return self._fail_without_running(cell, str(exc).splitlines()[0])
             cell_spec["engine"] = {**cell.engine, "base_urls": [url]}
-        write_json(spec_path, {"cell": cell_spec, "lokaal_bench_version": __version__})
+        spec: dict[str, Any] = {"cell": cell_spec, "lokaal_bench_version": __version__}
+        if cell.run.get("client_processes") == "auto":  # the cell sizes its client from this machine's ceiling
+            spec["load_generator_calibration"] = self.manifest.get("load_generator_calibration")
+        write_json(spec_path, spec)
         run = self.plan.profile.run
         started = utc_now()
         outcome = run_isolated(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,31 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ.pop("LOKAAL_BENCH_CACHE", None)
     else:
         os.environ["LOKAAL_BENCH_CACHE"] = previous
+
+
+@contextlib.contextmanager
+def calibration_endpoint(ttft: float, itl: float) -> Iterator[str]:
+    """The built-in calibration server (a real process on loopback) for as long as the block runs."""
+    from bench.serving.calibrate import start_server
+
+    proc, port = start_server(ttft, itl)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def run_bench(directory: Path, profile: dict[str, Any], timeout: float = 900) -> tuple[Path, Any]:
+    """`lokaal-bench run` of `profile` in a subprocess, its result set in directory/result."""
+    import sys
+
+    path = directory / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    out = directory / "result"
+    done = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--output", str(out)],
+                          capture_output=True, text=True, timeout=timeout)
+    return out, done
 
 
 def tiny_profile(**overrides: Any) -> dict[str, Any]:

@@ -16,8 +16,7 @@ import yaml
 
 from bench.records import read_records
 from bench.resultset import ResultSet, validate
-from bench.serving.calibrate import start_server
-from conftest import tiny_profile
+from conftest import calibration_endpoint, tiny_profile
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +28,8 @@ KEY_ENV = "LOKAAL_TEST_ENDPOINT_KEY"
 
 @pytest.fixture(scope="module")
 def endpoint():
-    proc, port = start_server(0.005, 0.002)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.kill()
-    proc.wait()
+    with calibration_endpoint(0.005, 0.002) as url:
+        yield url
 
 
 def run_profile(tmp_path: Path, endpoint: str, store_text: bool | None) -> Path:

@@ -16,17 +16,15 @@ from bench.errors import ProfileError
 from bench.records import read_records
 from bench.scenarios.served import arrival_times
 from bench.serving.calibrate import start_server
-from conftest import tiny_profile
+from conftest import calibration_endpoint, tiny_profile
 
 TTFT, ITL = 0.02, 0.005
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    proc, port = start_server(TTFT, ITL)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.kill()
-    proc.wait()
+    with calibration_endpoint(TTFT, ITL) as url:
+        yield url
 
 
 def served_profile(url: str) -> dict:

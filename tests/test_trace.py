@@ -11,19 +11,16 @@ from pathlib import Path
 import pytest
 
 from bench.records import read_records
-from bench.serving.calibrate import start_server
 from bench.trace import load_trace
-from conftest import tiny_profile
+from conftest import calibration_endpoint, tiny_profile
 
 TRACE = Path(__file__).parent / "data" / "trace.jsonl"
 
 
 @pytest.fixture(scope="module")
 def endpoint():
-    proc, port = start_server(0.01, 0.002)
-    yield f"http://127.0.0.1:{port}/v1"
-    proc.kill()
-    proc.wait()
+    with calibration_endpoint(0.01, 0.002) as url:
+        yield url
 
 
 def trace_profile(url: str, trace: Path) -> dict:

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bench.records import read_records
-from conftest import tiny_profile
+from conftest import run_bench, tiny_profile
 
 pytestmark = [
     pytest.mark.vllm,
@@ -26,15 +25,6 @@ pytestmark = [
 ]
 
 VLLM = {"kind": "vllm", "dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.25}
-
-
-def run_profile(directory: Path, profile: dict) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    path = directory / "profile.yaml"
-    path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    out = directory / "result"
-    done = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--output", str(out)],
-                          capture_output=True, text=True, timeout=1200)
-    return out, done
 
 
 def summaries(out: Path) -> list[dict]:
@@ -51,7 +41,7 @@ def side_by_side(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
         scenarios=[{"kind": "single-stream", "requests": 4}, {"kind": "offline", "batch_sizes": [4], "batches": 2}],
         run={"repetitions": 2, "warmup": 1, "cell_timeout_s": 600},
     )
-    return run_profile(tmp_path_factory.mktemp("vllm-engine"), profile)
+    return run_bench(tmp_path_factory.mktemp("vllm-engine"), profile)
 
 
 def test_vllm_cells_complete_with_exact_lengths_and_its_own_timings(side_by_side) -> None:
@@ -114,7 +104,7 @@ def test_tensor_parallel_on_two_cores_and_a_failing_start(tmp_path: Path) -> Non
         run={"repetitions": 1, "warmup": 1, "cell_timeout_s": 600},
     )
     profile["engines"] = [{k: v for k, v in e.items() if v is not None} for e in profile["engines"]]
-    out, done = run_profile(tmp_path, profile)
+    out, done = run_bench(tmp_path, profile)
     assert done.returncode == 1, done.stdout[-4000:]  # one cell failed, and the run says so
     cells = {s["config"]["engine"].get("tensor_parallel_size", 1): s for s in summaries(out)}
     tp2, failed = cells[2], cells[1]
@@ -143,7 +133,7 @@ def test_vllm_on_cuda_beside_transformers_with_nvml_telemetry(tmp_path: Path) ->
         scenarios=[{"kind": "offline", "batch_sizes": [8], "batches": 2}],
         run={"repetitions": 1, "warmup": 1, "cell_timeout_s": 900},
     )
-    out, done = run_profile(tmp_path, profile)
+    out, done = run_bench(tmp_path, profile)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     cells = {s["config"]["engine"]["kind"]: s for s in summaries(out)}
     vllm_cell = cells["vllm"]

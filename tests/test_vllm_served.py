@@ -8,13 +8,12 @@ import importlib.util
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.records import read_records
-from conftest import tiny_profile
+from conftest import run_bench, tiny_profile
 
 pytestmark = [
     pytest.mark.vllm,
@@ -27,8 +26,6 @@ TRACE = Path(__file__).parent / "data" / "trace.jsonl"
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    import yaml
-
     directory = tmp_path_factory.mktemp("vllm")
     profile = tiny_profile(
         engines=[{"kind": "openai", "server": {
@@ -44,12 +41,7 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.C
         run={"repetitions": 1, "warmup": 2, "cell_timeout_s": 600,
              "slo": {"percentile": 50, "ttft_s": 2.0, "itl_s": 0.5}},
     )
-    path = directory / "profile.yaml"
-    path.write_text(yaml.safe_dump(profile, sort_keys=False))
-    out = directory / "result"
-    done = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--output", str(out)],
-                          capture_output=True, text=True, timeout=900)
-    return out, done
+    return run_bench(directory, profile)
 
 
 def cells(out: Path) -> list[dict]:

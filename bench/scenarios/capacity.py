@@ -8,7 +8,6 @@ keeps the load it was sent under and the probe's index as its repetition, so the
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 
@@ -16,7 +15,7 @@ from bench import slo
 from bench.capacity import next_load, requests_per_probe
 from bench.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
-from bench.scenarios.served import _closed_loop, _open_loop, warm_up
+from bench.scenarios.served import arrival_times, run_point, warm_up
 
 MAX_PROBES = 16  # doubling from 1/s to 256/s and 3 bisections need 12; a bound, whatever the profile says
 
@@ -33,13 +32,12 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
             break
         index = len(history)
         requests = ctx.requests(count, index + 1)
-        done: list[RequestRecord] = []
         if point["search"] == "rate":
-            shape = {"rate": load, "arrival": point["arrival"], "burstiness": point["burstiness"]}
-            asyncio.run(_open_loop(ctx, requests, shape, index, done))
+            offsets = arrival_times(len(requests), load, point["arrival"], point["burstiness"], index)
+            done = run_point(ctx, requests, index, offsets=offsets)
         else:
-            asyncio.run(_closed_loop(ctx, requests, int(load), index, done))
-        done = [dataclasses.replace(r, load_point=load) for r in sorted(done, key=lambda r: r.request_id)]
+            done = run_point(ctx, requests, index, users=int(load))
+        done = [dataclasses.replace(r, load_point=load) for r in done]
         records += done
         history.append((load, slo.evaluate(done, point["slo"])["verdict"] == "MET"))
         ctx.progress(f"capacity probe {index + 1}: {load:g} {'MET' if history[-1][1] else 'missed'}",

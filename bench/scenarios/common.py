@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engines.base import BatchResult, Engine
@@ -26,6 +26,16 @@ class ScenarioContext:
     t0: float  # perf_counter at the start of the cell; record times are relative to it
     progress: Progress
     store_text: bool = False  # run.store_text: records keep prompt and response text (else hashes only)
+    # Served load shapes: the error-rate stop rule (run.stop_error_rate after run.stop_min_requests),
+    # run.client_processes (an int or "auto") and this machine's calibrated single-process ceiling.
+    stop_error_rate: float = 0.5
+    stop_min_requests: int = 10
+    client_processes: int | str = 1
+    loadgen_ceiling: dict[str, Any] | None = None
+    # What the served load shapes report for result.json: why a repetition was cut short (by its
+    # index), and per load point how many client processes sent it and why.
+    stops: dict[int, str] = field(default_factory=dict)
+    client_points: list[dict[str, Any]] = field(default_factory=list)
 
     def decoder(self) -> Decoder | None:
         """The engine's detokenizer when run.store_text asks for text; None otherwise, so nothing is decoded."""
@@ -40,6 +50,20 @@ class ScenarioContext:
 
     def out_of_time(self, repetition_start: float) -> bool:
         return self.max_duration_s is not None and time.perf_counter() - repetition_start >= self.max_duration_s
+
+    def client_report(self) -> dict[str, Any] | None:
+        """The load generator's own account for result.json (served cells only): early stops and processes."""
+        if not self.client_points and not self.stops:
+            return None
+        busiest = max(self.client_points, key=lambda p: p["processes"], default=None)
+        cpu = [c for p in self.client_points for c in p.get("process_cpu_pct") or [] if c is not None]
+        return {
+            "stopped": [self.stops[k] for k in sorted(self.stops)],
+            "client_processes": busiest["processes"] if busiest else 1,
+            "client_processes_reason": busiest["reason"] if busiest else None,
+            "client_pids": sorted({pid for p in self.client_points for pid in p.get("pids") or []}),
+            "process_cpu_pct_max": max(cpu, default=None),
+        }
 
 
 def batch_records(

@@ -6,7 +6,8 @@
   server or a lagging client cannot hide delay (no coordinated omission); sent_time keeps the
   actual send, and their difference is the load generator's lag.
 
-Requests are spread round-robin over the endpoints; each record names its endpoint.
+Requests are spread round-robin over the endpoints; each record names its endpoint. A load point
+may be spread over several client processes (run.client_processes; bench/serving/workers.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import asyncio
 import hashlib
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from bench.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 from bench.serving.client import Connection, StreamResult
+from bench.serving.workers import START_MARGIN_S, Report, choose_client_processes, fan_out, usable_cores
 from bench.workloads import Request, token_ids_sha256
 
 
@@ -69,55 +72,66 @@ def _prompt_text(ctx: ScenarioContext, request: Request) -> str | None:
 
 
 # Stop rules: no new request after run.max_duration_s (those in flight finish and count), nor once at
-# least STOP_AFTER requests finished and more than STOP_ERROR_RATE of them failed (a dead or drowning
-# server: waiting out hundreds of timeouts measures nothing). Unsent requests are not records.
-STOP_AFTER, STOP_ERROR_RATE = 10, 0.5
+# least run.stop_min_requests finished and more than run.stop_error_rate of them failed (a dead or
+# drowning server: waiting out hundreds of timeouts measures nothing). Unsent requests are not
+# records; why a repetition stopped goes into ctx.stops, and from there into the cell summary. With
+# several client processes each judges its own records (no shared state between processes).
 
 
-def should_stop(ctx: ScenarioContext, started: float, records: list[RequestRecord]) -> bool:
+def stop_reason(ctx: ScenarioContext, started: float, records: list[RequestRecord]) -> str | None:
     if ctx.out_of_time(started):
-        return True
+        return f"run.max_duration_s {ctx.max_duration_s:g} s reached after {len(records)} requests"
     failed = sum(1 for r in records if not r.ok)
-    return len(records) >= STOP_AFTER and failed > STOP_ERROR_RATE * len(records)
+    if len(records) >= ctx.stop_min_requests and failed > ctx.stop_error_rate * len(records):
+        return f"error rate {failed / len(records):.2f} > {ctx.stop_error_rate:g} after {len(records)} requests"
+    return None
 
 
-async def _closed_loop(ctx: ScenarioContext, requests: list[Request], users: int, repetition: int,
-                       records: list[RequestRecord]) -> None:
+def should_stop(ctx: ScenarioContext, started: float, records: list[RequestRecord], repetition: int) -> bool:
+    reason = stop_reason(ctx, started, records)
+    if reason is not None:
+        ctx.stops.setdefault(repetition, reason)
+    return reason is not None
+
+
+async def _closed_loop(ctx: ScenarioContext, requests: list[Request], users: Sequence[int], repetition: int,
+                       records: list[RequestRecord], started: float | None = None) -> None:
+    """`users` (their numbers pick their endpoints) share the requests, each sending its next when its last ends."""
     engine: Any = ctx.engine
     queue = list(reversed(requests))
     timeout = engine.settings.get("request_timeout_s", 600)
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
 
     async def user(number: int) -> None:
         host, port, prefix = engine.address(number)
         connection = Connection(host, port, engine.api_key)
         try:
-            while queue and not should_stop(ctx, started, records):
+            while queue and not should_stop(ctx, started, records, repetition):
                 request = queue.pop()
                 scheduled = time.perf_counter()
                 result = await connection.stream(f"{prefix}{engine.route}", engine.payload(request), timeout)
                 records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))
-                ctx.progress(f"repetition {repetition + 1}/{ctx.repetitions}", len(records), len(requests))
+                ctx.progress(_phase(ctx, repetition), len(records), len(requests))
         finally:
             await connection.close()
 
-    await asyncio.gather(*(user(n) for n in range(users)))
+    await asyncio.gather(*(user(n) for n in users))
 
 
-async def _open_loop(ctx: ScenarioContext, requests: list[Request], point: dict[str, Any], repetition: int,
-                     records: list[RequestRecord], offsets: list[float] | None = None) -> None:
+async def _open_loop(ctx: ScenarioContext, schedule: list[tuple[int, Request, float]], repetition: int,
+                     records: list[RequestRecord], start: float | None = None) -> None:
+    """Send each (index, request, offset) at start + offset whatever the server does; the index picks the
+    endpoint. Without a start (one process), a moment from now to set up the tasks before the first send."""
     engine: Any = ctx.engine
-    if offsets is None:  # a trace brings its own arrival times
-        offsets = arrival_times(len(requests), point["rate"], point["arrival"], point["burstiness"], repetition)
     timeout = engine.settings.get("request_timeout_s", 600)
-    start = time.perf_counter() + 0.05  # a moment to set up the tasks before the first send is due
+    start = time.perf_counter() + START_MARGIN_S if start is None else start
 
-    async def send(index: int, request: Request) -> None:
-        scheduled = start + offsets[index]
+    async def send(index: int, request: Request, offset: float) -> None:
+        scheduled = start + offset
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        if should_stop(ctx, start, records):
+        if should_stop(ctx, start, records, repetition):
             return
         host, port, prefix = engine.address(index)
         connection = Connection(host, port, engine.api_key)  # open loop: a connection per request
@@ -126,17 +140,102 @@ async def _open_loop(ctx: ScenarioContext, requests: list[Request], point: dict[
         finally:
             await connection.close()
         records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))
-        ctx.progress(f"repetition {repetition + 1}/{ctx.repetitions}", len(records), len(requests))
+        ctx.progress(_phase(ctx, repetition), len(records), len(schedule))
 
-    await asyncio.gather(*(send(i, r) for i, r in enumerate(requests)))
+    await asyncio.gather(*(send(*item) for item in schedule))
+
+
+def _phase(ctx: ScenarioContext, repetition: int) -> str:
+    if repetition < 0:
+        return "warm-up"
+    if ctx.scenario["kind"] == "capacity":
+        return f"capacity probe {repetition + 1}"
+    return f"repetition {repetition + 1}/{ctx.repetitions}"
 
 
 def warm_up(ctx: ScenarioContext) -> list[RequestRecord]:
     """`run.warmup` requests one at a time before any measured one (repetition -1: in no metric)."""
     warm: list[RequestRecord] = []
     if ctx.warmup:
-        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), 1, -1, warm))
+        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), [0], -1, warm))
+        if -1 in ctx.stops:
+            ctx.stops[-1] = f"warm-up: {ctx.stops[-1]}"
     return warm
+
+
+def run_point(ctx: ScenarioContext, requests: list[Request], repetition: int, *, users: int | None = None,
+              offsets: list[float] | None = None) -> list[RequestRecord]:
+    """One load point (a repetition, or a capacity probe): `users` closed-loop users, or open-loop sends at
+    `offsets` (s after the start), in one process or spread over run.client_processes (see
+    bench/serving/workers.py). Records come back sorted by request id; a stop rule's cut is noted."""
+    assert (users is None) != (offsets is None)
+    load = _load(requests, users, offsets)
+    processes, why = choose_client_processes(ctx.client_processes, load, ctx.loadgen_ceiling, usable_cores())
+    processes = max(1, min(processes, users if users is not None else len(requests)))
+    point: dict[str, Any] = {"repetition": repetition, "processes": processes, "reason": why, "load": load}
+    records: list[RequestRecord] = []
+    if processes == 1:
+        if users is not None:
+            asyncio.run(_closed_loop(ctx, requests, range(users), repetition, records))
+        else:
+            assert offsets is not None
+            schedule = [(i, r, offsets[i]) for i, r in enumerate(requests)]
+            asyncio.run(_open_loop(ctx, schedule, repetition, records))
+    else:
+        records = _run_in_processes(ctx, requests, repetition, processes, users, offsets, point)
+    ctx.client_points.append(point)
+    if repetition in ctx.stops and len(records) < len(requests):
+        ctx.stops[repetition] = (f"{_phase(ctx, repetition)}: {ctx.stops[repetition]}; "
+                                 f"{len(requests) - len(records)} of {len(requests)} requests not sent")
+    return sorted(records, key=lambda r: r.request_id)
+
+
+def _load(requests: list[Request], users: int | None, offsets: list[float] | None) -> dict[str, float]:
+    """The load point in the units of the calibrated ceiling: users, or requests/s and streamed tokens/s."""
+    if users is not None:
+        return {"users": float(users)}
+    assert offsets is not None
+    span = max(offsets) - min(offsets) if offsets else 0.0
+    if len(offsets) < 2 or span <= 0:
+        return {}
+    rate = (len(offsets) - 1) / span
+    return {"requests_per_s": rate, "tokens_per_s": rate * sum(r.output_tokens for r in requests) / len(requests)}
+
+
+def _run_in_processes(ctx: ScenarioContext, requests: list[Request], repetition: int, processes: int,
+                      users: int | None, offsets: list[float] | None, point: dict[str, Any]) -> list[RequestRecord]:
+    """Closed loop: users round-robin over the processes, each request going with the user it would
+    have fallen to (so a process's share of requests matches its share of users); open loop: the
+    schedule round-robin. Every worker sends on the same absolute start time."""
+    shares: list[list[Any]]  # per worker: its requests (closed loop) or its (index, request, offset) sends
+    if users is not None:
+        shares = [[r for j, r in enumerate(requests) if (j % users) % processes == w] for w in range(processes)]
+    else:
+        assert offsets is not None
+        shares = [[(j, r, offsets[j]) for j, r in enumerate(requests) if j % processes == w] for w in range(processes)]
+    phase = _phase(ctx, repetition)
+
+    def work(index: int, start: float, report: Report) -> dict[str, Any]:
+        # This runs in the forked worker: ctx is its own copy, and progress goes to the parent.
+        ctx.progress = lambda _phase, done, _total: report(phase, done)
+        ctx.stops.clear()
+        done: list[RequestRecord] = []
+        if users is not None:
+            asyncio.run(_closed_loop(ctx, shares[index], range(index, users, processes), repetition, done, start))
+        else:
+            asyncio.run(_open_loop(ctx, shares[index], repetition, done, start))
+        for record in done:
+            record.client_process = index
+        return {"records": [r.to_json() for r in done], "stop": ctx.stops.get(repetition)}
+
+    results = fan_out(processes, work, lambda _phase, done: ctx.progress(phase, done, len(requests)))
+    stops = [(i, r["stop"]) for i, r in enumerate(results) if r["stop"]]
+    if stops:
+        first, reason = stops[0]
+        ctx.stops.setdefault(repetition, f"{reason} (client process {first}; {len(stops)} of {processes} stopped)")
+    point["pids"] = [r["pid"] for r in results]
+    point["process_cpu_pct"] = [r["cpu_pct"] for r in results]
+    return [RequestRecord.from_json(data) for r in results for data in r["records"]]
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
@@ -144,10 +243,9 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
     records: list[RequestRecord] = warm_up(ctx)
     for repetition in range(ctx.repetitions):
         requests = ctx.requests(point["requests"], repetition + 1)
-        done: list[RequestRecord] = []
         if point["kind"] == "concurrency":
-            asyncio.run(_closed_loop(ctx, requests, point["users"], repetition, done))
+            records += run_point(ctx, requests, repetition, users=point["users"])
         else:
-            asyncio.run(_open_loop(ctx, requests, point, repetition, done))
-        records += sorted(done, key=lambda r: r.request_id)
+            offsets = arrival_times(len(requests), point["rate"], point["arrival"], point["burstiness"], repetition)
+            records += run_point(ctx, requests, repetition, offsets=offsets)
     return records

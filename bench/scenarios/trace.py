@@ -5,13 +5,12 @@ seeded by the workload's seed and the repetition."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 from pathlib import Path
 
 from bench.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
-from bench.scenarios.served import _open_loop, warm_up
+from bench.scenarios.served import run_point, warm_up
 from bench.trace import TraceEntry, load_trace
 from bench.workloads import Request
 
@@ -28,7 +27,5 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
     offsets = [(e.timestamp - entries[0].timestamp) / point["speedup"] for e in entries]
     records = warm_up(ctx)
     for repetition in range(ctx.repetitions):
-        done: list[RequestRecord] = []
-        asyncio.run(_open_loop(ctx, trace_requests(ctx, entries, repetition + 1), point, repetition, done, offsets))
-        records += sorted(done, key=lambda r: r.request_id)
+        records += run_point(ctx, trace_requests(ctx, entries, repetition + 1), repetition, offsets=offsets)
     return records

@@ -18,10 +18,13 @@ from typing import Any
 
 
 class CalibrationServer:
-    def __init__(self, ttft_s: float, itl_s: float, slots: int | None = None):
+    def __init__(self, ttft_s: float, itl_s: float, slots: int | None = None, errors: float = 0.0):
         self.ttft_s = ttft_s
         self.itl_s = itl_s
         self.requests = 0
+        # A failing server for testing stop rules: this fraction of completions answer HTTP 500, spread
+        # evenly (request n fails when n * errors crosses an integer), so the count is exact.
+        self.errors = errors
         # A known capacity for testing capacity searches: at most `slots` completions at once, the
         # rest wait in line (and their TTFT grows), like a server whose batch is full.
         self.slots = asyncio.Semaphore(slots) if slots else None
@@ -49,6 +52,9 @@ class CalibrationServer:
             await _send_json(writer, 404, {"error": {"message": f"no route {method} {path}"}})
             return
         self.requests += 1
+        if int(self.requests * self.errors) != int((self.requests - 1) * self.errors):
+            await _send_json(writer, 500, {"error": {"message": "calibration endpoint: a planned failure"}})
+            return
         wanted = "messages" if path.endswith("chat/completions") else "prompt"
         if wanted not in body:  # as real servers do: a chat body on the completions route is an error
             await _send_json(writer, 400, {"error": {"message": f"{path} needs '{wanted}'"}})
@@ -133,8 +139,9 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return method, path.split("?")[0], json.loads(raw) if raw else {}, arrived
 
 
-async def serve(ttft_s: float, itl_s: float, port: int = 0, ready: Any = None, slots: int | None = None) -> None:
-    app = CalibrationServer(ttft_s, itl_s, slots)
+async def serve(ttft_s: float, itl_s: float, port: int = 0, ready: Any = None, slots: int | None = None,
+                errors: float = 0.0) -> None:
+    app = CalibrationServer(ttft_s, itl_s, slots, errors)
     server = await asyncio.start_server(app.handle, "127.0.0.1", port, backlog=1024)
     bound = server.sockets[0].getsockname()[1]
     if ready is not None:
@@ -149,8 +156,10 @@ def main() -> None:
     parser.add_argument("--itl", type=float, default=0.01)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--slots", type=int, default=None, help="serve at most this many at once; the rest queue")
+    parser.add_argument("--errors", type=float, default=0.0, help="this fraction of completions fail (HTTP 500)")
     args = parser.parse_args()
-    asyncio.run(serve(args.ttft, args.itl, args.port, ready=lambda port: print(port, flush=True), slots=args.slots))
+    asyncio.run(serve(args.ttft, args.itl, args.port, ready=lambda port: print(port, flush=True), slots=args.slots,
+                      errors=args.errors))
 
 
 if __name__ == "__main__":

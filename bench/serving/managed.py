@@ -160,8 +160,15 @@ class ServerPool:
         self.directory = directory
         self.servers: dict[str, ManagedServer] = {}
 
+    @staticmethod
+    def key(spec: dict[str, Any], model_dir: Path) -> str:
+        return hashlib.sha256(canonical_json({"server": spec, "model": str(model_dir)}).encode()).hexdigest()[:12]
+
+    def started(self, spec: dict[str, Any], model_dir: Path) -> bool:
+        return self.key(spec, model_dir) in self.servers
+
     def url_for(self, spec: dict[str, Any], model_dir: Path) -> str:
-        key = hashlib.sha256(canonical_json({"server": spec, "model": str(model_dir)}).encode()).hexdigest()[:12]
+        key = self.key(spec, model_dir)
         if key not in self.servers:
             server = ManagedServer(spec, model_dir, self.directory / key)
             self.servers[key] = server  # registered before start, so close() stops it whatever happens
