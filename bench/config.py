@@ -162,6 +162,7 @@ class VllmEngineSpec(Strict):
     data_parallel_size: Annotated[int, Field(ge=1)] = 1
     distributed_executor_backend: Literal["mp", "ray", "uni"] | None = Field(
         None, description="mp: processes on one node; ray: across the nodes of a running Ray cluster")
+    seed: int = Field(0, description="vLLM's sampling seed (decoding is greedy; this fixes anything else random)")
     timing_tolerance_s: Annotated[float, Field(gt=0)] = Field(
         0.05, description="vLLM's own first/last-token times and the wall clock may differ by this much")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")

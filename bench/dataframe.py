@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import METRIC_INFO
+from bench.metrics import METRIC_INFO, peak_host_bytes
 from bench.records import read_records
 from bench.resultset import ResultSet
 from bench.tables import result_set_paths
@@ -56,6 +56,7 @@ def _cell_row(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> 
         "synthetic_weights": summary.get("synthetic_weights"),
         "load_s": summary.get("load_s"),
         "peak_rss_bytes": (summary.get("memory") or {}).get("peak_rss_bytes"),
+        "peak_host_bytes": peak_host_bytes(summary.get("memory") or {}),  # the process tree's, when higher
         "energy_j_per_token": (summary.get("energy_per_output_token") or {}).get("value"),
         "decode_roofline_fraction": ((summary.get("roofline") or {}).get("decode") or {}).get("fraction"),
         # None, or the older schema version this result set was written with (upgraded on read)

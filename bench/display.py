@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.cells import Cell, engine_label, point_label
+from bench.metrics import peak_host_bytes
 
 
 def _ms(value: Any) -> str:
@@ -100,7 +101,7 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
             pair("ttft"), pair("itl"), pair("e2e_latency"),
             value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"), _roof(summary, "decode"),
             _num(summary.get("load_s"), 2),
-            _gib((summary.get("memory") or {}).get("peak_rss_bytes")),
+            _gib(peak_host_bytes(summary.get("memory") or {})),
         ]
         table.add_row(*[f"[{style}]{cell}[/]" if style else cell for cell in row], status)
     return table, failures

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from bench.metrics import peak_host_bytes
 from bench.models.cards import DTYPE_BYTES, Card, normalise_dtype
 
 GIB = 2**30
@@ -125,7 +126,7 @@ def measured_check(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
                         scenario.get("batch_size", 1), 0, device).needed
         memory = summary.get("memory") or {}
         measured = (max(memory.get("gpu_used_peak_bytes") or [0]) if device == "gpu"
-                    else memory.get("peak_rss_bytes"))
+                    else peak_host_bytes(memory))
         if measured:
             rows.append({"cell": summary["label"], "predicted_bytes": predicted, "measured_bytes": measured,
                          "error": predicted / measured - 1})

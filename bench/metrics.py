@@ -188,3 +188,10 @@ def short_outputs(records: Iterable[RequestRecord]) -> list[RequestRecord]:
     'short output' error): an error, never a faster result."""
     return [r for r in records if r.output_tokens != r.expected_output_tokens
             and (r.ok or (r.error or "").startswith("short output"))]
+
+
+def peak_host_bytes(memory: dict[str, Any]) -> int | None:
+    """A cell's peak host memory: its own process's exact peak RSS, or the sampled peak of its whole
+    process tree when that is higher (engines with worker processes: vLLM's engine core and ranks)."""
+    values = [v for v in (memory.get("peak_rss_bytes"), memory.get("peak_tree_rss_bytes_sampled")) if v]
+    return max(values) if values else None

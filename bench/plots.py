@@ -110,10 +110,11 @@ def memory(cells: Any) -> Any:
         data = _series(cells, scenario)
         for (result_set, model), group in data.groupby(["result_set", "model"]):
             group = group.sort_values(x)
-            ax.plot(group[x], group["peak_rss_bytes"] / 2**30, marker="o", label=f"{result_set} {model}")
+            ax.plot(group[x], group["peak_host_bytes"] / 2**30, marker="o", label=f"{result_set} {model}")
         ax.set(xlabel=name, ylabel="peak RSS (GiB)", title=f"Memory against {name}")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a scenario the result sets do not have draws nothing
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

@@ -80,7 +80,7 @@ def _cells_table(cells: Any) -> str:
     columns = [("result set", "result_set", None), ("cell", "label", None), ("output tok/s", "output_tok_s", 1),
                ("decode tok/s", "decode_tok_s", 1), ("TTFT p50 ms", "ttft_p50", 1000),
                ("TTFT p99 ms", "ttft_p99", 1000), ("ITL p50 ms", "itl_p50", 1000),
-               ("peak RSS GiB", "peak_rss_bytes", 1 / 2**30), ("decode % roof", "decode_roofline_fraction", 100)]
+               ("peak RSS GiB", "peak_host_bytes", 1 / 2**30), ("decode % roof", "decode_roofline_fraction", 100)]
     head = "".join(f"<th>{_e(title)}</th>" for title, _, _ in columns) + "<th>verdict</th>"
     body = ""
     for row in cells.to_dict("records"):

@@ -227,6 +227,7 @@ class VllmEngine:
             timing["prefill_s"] = stats.first_token_ts - stats.scheduled_ts
         if stats.first_token_ts and stats.last_token_ts:
             timing["decode_s"] = stats.last_token_ts - stats.first_token_ts
+        timing["arrival_wall"] = stats.arrival_time  # when vLLM took the request, wall clock (time.time)
         timing["first_token_latency_s"] = stats.first_token_latency  # from arrival, on the wall clock
         timing["preemptions"] = int(stats.num_preemptions)
         return timing
