@@ -26,9 +26,8 @@ GIB = 1024**3
 CPU_DEFAULT_KV_CACHE_GIB = 4.0
 
 
-def _same_clock() -> bool:
-    """vLLM's engine core stamps with time.monotonic(); our records use time.perf_counter()."""
-    return time.get_clock_info("monotonic").implementation == time.get_clock_info("perf_counter").implementation
+# vLLM's engine core stamps with time.monotonic(); our records use time.perf_counter(). Asked once.
+SAME_CLOCK = time.get_clock_info("monotonic").implementation == time.get_clock_info("perf_counter").implementation
 
 
 def cpu_thread_binding(ranks: int, cpus: list[int]) -> str:
@@ -218,7 +217,7 @@ class VllmEngine:
             return timing
         stamps = {"queued": stats.queued_ts, "scheduled": stats.scheduled_ts,
                   "first_token": stats.first_token_ts, "last_token": stats.last_token_ts}
-        timing["same_clock"] = _same_clock()
+        timing["same_clock"] = SAME_CLOCK
         if timing["same_clock"]:
             timing.update({k: v for k, v in stamps.items() if v})  # absolute; made cell-relative by the caller
         if stats.queued_ts and stats.scheduled_ts:

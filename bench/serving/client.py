@@ -129,13 +129,18 @@ class Connection:
         return False
 
 
-def _choice_text(choice: dict[str, Any]) -> str:
-    """The text one choice carries: completions `text`, chat `delta.content` (streamed) or `message.content`."""
+def _text_field(choice: dict[str, Any]) -> str | None:
+    """The text one choice carries (completions `text`, chat `delta.content` streamed or `message.content`),
+    None when it carries no text field at all."""
     for text in (choice.get("text"), (choice.get("delta") or {}).get("content"),
                  (choice.get("message") or {}).get("content")):
         if isinstance(text, str):
             return text
-    return ""
+    return None
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    return _text_field(choice) or ""
 
 
 def _chunk_tokens(choice: dict[str, Any]) -> int:
@@ -145,9 +150,7 @@ def _chunk_tokens(choice: dict[str, Any]) -> int:
     carries the finish reason (llama.cpp, TGI) counts for nothing."""
     if isinstance(choice.get("token_ids"), list):
         return len(choice["token_ids"])
-    text = choice.get("text")
-    if text is None:
-        text = (choice.get("delta") or {}).get("content")
+    text = _text_field(choice)
     if text is None:
         return 0
     return 1 if text or choice.get("finish_reason") is None else 0
