@@ -34,6 +34,14 @@ def emit(event: str, **fields: Any) -> None:
 _EVENTS = sys.stdout
 
 
+def _slowed(call: Any, delay: float) -> Any:
+    def slowed(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(delay)
+        return call(*args, **kwargs)
+
+    return slowed
+
+
 def _inject_fault(cell: dict[str, Any], engine: Any) -> None:
     """Deliberate faults for testing isolation: LOKAAL_BENCH_FAULT='{"<label or id part>": "<fault>"}'."""
     raw = os.environ.get(FAULT_ENV)
@@ -51,6 +59,11 @@ def _inject_fault(cell: dict[str, Any], engine: Any) -> None:
                 return result
 
             engine.generate = short
+            return
+        if fault.startswith("slow:"):  # an engine this much slower per batch, whatever the machine's speed
+            delay = float(fault.split(":", 1)[1])
+            for name in ("generate", "prefill_decode"):
+                setattr(engine, name, _slowed(getattr(engine, name), delay))
             return
         if fault == "raise":
             raise RuntimeError("injected fault: this cell raises")
@@ -76,13 +89,33 @@ def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
+def stream_fingerprints(records: list[Any], plan: Any) -> dict[str, str | None]:
+    """prompts_sha256 and responses_sha256 over the part of the request stream every machine sends: the
+    minimum repetitions' minimum requests (and a fixed warm-up), not the extra work a fast machine did to
+    fill its time floor, so rerun, cross-engine and cross-machine comparisons still match."""
+    from bench.workloads import prompts_digest
+
+    def shared(record: Any) -> bool:
+        if record.warmup:
+            return plan.warmup.mode == "fixed"
+        return record.repetition < plan.repetitions.minimum and record.request_id < plan.min_requests_per_repetition
+
+    prefix = [r for r in records if shared(r)]
+    return {
+        "prompts_sha256": prompts_digest((r.repetition, r.request_id, r.prompt_sha256 or "") for r in prefix),
+        # The outputs' fingerprint, when every record has one: a rerun can say whether it said the same.
+        "responses_sha256": prompts_digest((r.repetition, r.request_id, r.response_sha256) for r in prefix)
+        if prefix and all(r.response_sha256 for r in prefix) else None,
+    }
+
+
 def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     from bench.engines.base import create_engine
     from bench.models import resolve_model
     from bench.records import write_records
     from bench.roofline import model_inputs
     from bench.scenarios import ScenarioContext, scenario_runner
-    from bench.workloads import prompts_digest
+    from bench.sizing import MeasurementPlan
 
     cell = spec["cell"]
     run = cell["run"]
@@ -119,9 +152,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         engine=engine,
         scenario=cell["scenario"],
         workload=cell["workload"],
-        repetitions=run["repetitions"],
-        warmup=run["warmup"],
-        max_duration_s=run.get("max_duration_s"),
+        plan=MeasurementPlan.from_json(spec["plan"]),
         t0=t0,
         progress=progress,
         store_text=bool(run.get("store_text", False)),
@@ -156,10 +187,8 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
         "load_generator": ctx.client_report(),  # served cells: early stops, client processes and why
         "clock": {"t0_wall": t0_wall, "measured_window_wall": window},
-        "prompts_sha256": prompts_digest((r.repetition, r.request_id, r.prompt_sha256 or "") for r in records),
-        # The outputs' fingerprint, when every record has one: a rerun can say whether it said the same.
-        "responses_sha256": prompts_digest((r.repetition, r.request_id, r.response_sha256) for r in records)
-        if records and all(r.response_sha256 for r in records) else None,
+        **stream_fingerprints(records, ctx.plan),
+        "sizing": ctx.sizing_report(),
         "finished_wall": time.time(),
     }
     engine.close()

@@ -12,6 +12,7 @@ from bench.isolation import Outcome
 from bench.metrics import percentile, short_outputs, summarise
 from bench.records import RequestRecord
 from bench.resultset import SCHEMA_VERSION
+from bench.sizing import sizing_summary
 from bench.validity import judge
 
 
@@ -170,5 +171,6 @@ def build_summary(
         summary["slo"] = slo.evaluate(records, cell.run["slo"])  # goodput and the SLO verdict
     if cell.scenario["kind"] == "capacity" and records:
         summary["capacity"] = capacity.summarise(cell.scenario, (cell.workload or {}).get("name", "?"), records)
+    summary["sizing"] = sizing_summary(result.get("sizing"), metrics)  # the floors applied, the precision reached
     summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
     return summary

@@ -91,16 +91,26 @@ def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
 
     from bench.cells import expand
     from bench.config import load_profile
+    from bench.sizing import estimate_run, format_duration
 
     path = Path(args.profile)
     profile = load_profile(path)
     cells = expand(profile, path)
+    estimate = estimate_run(cells)
     table = Table(title=f"{path}: valid, {len(cells)} cell(s)")
-    table.add_column("cell id")
-    table.add_column("label")
-    for cell in cells:
-        table.add_row(cell.id, cell.label)
+    for heading in ("cell id", "label", "repetitions", "at least", "measured at least", "up to"):
+        table.add_column(heading, justify="right" if heading in ("measured at least", "up to") else "left")
+    for cell, planned in zip(cells, estimate.cells, strict=True):
+        plan = planned.plan
+        reps = plan.repetitions
+        table.add_row(cell.id, cell.label,
+                      str(reps.minimum) if reps.mode == "fixed" else f"auto {reps.minimum}-{reps.maximum}",
+                      f"{plan.min_requests_per_repetition} req, {plan.min_duration_per_repetition_s:.3g} s"
+                      + (" per probe" if planned.probes > 1 else " per rep."),
+                      format_duration(planned.minimum_measured_s),
+                      format_duration(planned.maximum_measured_s) if planned.maximum_measured_s is not None else "-")
     console.print(table)
+    console.print(estimate.describe(), highlight=False)
     return EXIT_OK
 
 

@@ -326,14 +326,34 @@ class SLOSpec(Strict):
 
 
 class RunSettings(Strict):
-    repetitions: Annotated[int, Field(ge=1)] = 3
-    warmup: Annotated[int, Field(ge=0)] = Field(
-        1, description="warm-up batches before measuring (single-stream: requests); never in metrics"
+    """How a cell is measured. Work is sized by time AND count (bench/sizing.py): every scenario keeps
+    issuing work on the same seeded stream until both `min_duration_s` and its own count (the profile's
+    requests, batches or runs, and the samples the rules need) hold; the rules add their own floors."""
+
+    repetitions: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        3, description="a fixed count, or auto: at least 3, then more until the 95% confidence half-width "
+                       "of output tok/s is within target_precision, at most max_repetitions"
     )
+    target_precision: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.02, description="repetitions auto: the relative 95% half-width of output tok/s to reach"
+    )
+    max_repetitions: Annotated[int, Field(ge=1)] = Field(10, description="repetitions auto: at most this many")
+    min_duration_s: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="measure each cell at least this long in total, spread over its repetitions (each "
+                          "capacity probe: this long); the rules' floor applies when higher"
+    )
+    warmup: Literal["auto"] | Annotated[int, Field(ge=0)] = Field(
+        1, description="warm-up batches before measuring (single-stream: requests); never in metrics; auto: "
+                       "until two consecutive batches agree within warmup_tolerance, at most max_warmup"
+    )
+    warmup_tolerance: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    max_warmup: Annotated[int, Field(ge=2)] = 10
     max_duration_s: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="stop a repetition early after this long (the requests done so far count)"
+        None, description="a repetition issues no new work after this long, whatever the floors say"
     )
-    cell_timeout_s: Annotated[float, Field(gt=0)] = 1800
+    cell_timeout_s: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="kill a cell after this long; default: from its measurement plan (bench/sizing.py)"
+    )
     memory_limit_gib: Annotated[float, Field(gt=0)] | None = Field(
         None, description="kill a cell whose process tree's RSS exceeds this (protects the host)"
     )

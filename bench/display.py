@@ -31,6 +31,22 @@ def _roof(summary: dict[str, Any], phase: str) -> str:
     return "-" if fraction is None else f"{fraction:.0%}"
 
 
+def precision_of(summary: dict[str, Any]) -> float | None:
+    """The 95% half-width of output tok/s relative to its value: as reached by the cell (cell.json's
+    sizing), or from its stored per-repetition values (result sets from before sizing)."""
+    repetitions = (summary.get("sizing") or {}).get("repetitions") or {}
+    if "precision" in repetitions:
+        return repetitions["precision"]
+    from bench.sizing import relative_half_width
+
+    values = ((summary.get("metrics") or {}).get("output_tok_s") or {}).get("per_repetition") or []
+    return relative_half_width(values)
+
+
+def _with_precision(text: str, precision: float | None) -> str:
+    return text if precision is None or text == "-" else f"{text} ±{precision:.1%}"
+
+
 def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
     return point_label(scenario) + (f" {workload['name']}" if workload else "")
 
@@ -63,11 +79,12 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
     if len(engines) > 1:
         table.add_column("engine")
     table.add_column("scenario point")
-    for heading in ("TTFT ms\np50/p99", "ITL ms\np50/p99", "E2E ms\np50/p99", "output\ntok/s",
+    for heading in ("TTFT ms\np50/p99", "ITL ms\np50/p99", "E2E ms\np50/p99", "output tok/s\n±95% CI",
                     "prefill\ntok/s", "decode\ntok/s", "decode\n% roof", "load\ns", "RSS\nGiB"):
         table.add_column(heading, justify="right", no_wrap=True)
     table.add_column("status")
     failures: list[str] = []
+    notes: list[str] = []  # worth knowing, not invalidating (e.g. a nightly cell short of its precision)
     for summary in summaries:
         config = summary["config"]
         metrics = summary.get("metrics") or {}
@@ -89,6 +106,8 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
             status = f"[yellow]INVALID [{len(failures)}][/]"
         else:
             status = "[green]VALID[/]" if validity else "[green]ok[/]"
+        for note in validity.get("notes") or []:
+            notes.append(f"note: {summary['label']}: {note}")
         # An invalid cell's numbers are shown dimmed and struck through: never mistaken for results.
         style = "dim strike" if validity.get("verdict") == "INVALID" else ""
         row = []
@@ -99,12 +118,13 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
         row += [
             _point(config["scenario"], config.get("workload")),
             pair("ttft"), pair("itl"), pair("e2e_latency"),
-            value("output_tok_s"), value("prefill_tok_s"), value("decode_tok_s"), _roof(summary, "decode"),
+            _with_precision(value("output_tok_s"), precision_of(summary)),
+            value("prefill_tok_s"), value("decode_tok_s"), _roof(summary, "decode"),
             _num(summary.get("load_s"), 2),
             _gib(peak_host_bytes(summary.get("memory") or {})),
         ]
         table.add_row(*[f"[{style}]{cell}[/]" if style else cell for cell in row], status)
-    return table, failures
+    return table, failures + notes
 
 
 class RunDisplay:

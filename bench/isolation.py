@@ -129,7 +129,8 @@ def run_isolated(
                 _kill_group(proc, grace_s=0.0)
                 break
             if elapsed > timeout_s:
-                failure = f"timed out after {timeout_s:g} s (run.cell_timeout_s); killed"
+                failure = (f"timed out after {timeout_s:g} s (run.cell_timeout_s, or its default from the "
+                           "measurement plan); killed")
                 _kill_group(proc)
                 break
             time.sleep(_POLL_S)

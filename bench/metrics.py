@@ -125,7 +125,8 @@ def span(records: Sequence[RequestRecord]) -> float:
     return max(ends) - min(r.submit_time for r in records)
 
 
-def _rates(records: Sequence[RequestRecord]) -> dict[str, float | None]:
+def repetition_rates(records: Sequence[RequestRecord]) -> dict[str, float | None]:
+    """Throughputs and the measured span of one repetition's records (failed requests count in the span)."""
     ok = [r for r in records if r.ok]
     seconds = span(records)
     prefill, decode = phase_rates(ok)
@@ -153,7 +154,7 @@ def summarise(records: Iterable[RequestRecord]) -> dict[str, dict[str, Any]]:
     by_repetition: dict[int, list[RequestRecord]] = defaultdict(list)
     for record in measured:
         by_repetition[record.repetition].append(record)
-    per_rep = [_rates(by_repetition[k]) for k in sorted(by_repetition)]
+    per_rep = [repetition_rates(by_repetition[k]) for k in sorted(by_repetition)]
     total_seconds = sum(r["duration_s"] or 0.0 for r in per_rep)
     prefill, decode = phase_rates(ok)
     overall = {

@@ -27,6 +27,7 @@ from bench.records import RequestRecord, read_records
 from bench.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
 from bench.roofline import for_cell as roofline_for_cell
 from bench.serving.managed import ServerPool, ServerStartError
+from bench.sizing import plan_measurement
 from bench.upgrade import UPGRADED_FROM
 
 GUARD_DESCRIPTION = "python audit hook on socket events (connect, sendto, getaddrinfo): loopback and allow_hosts only"
@@ -240,7 +241,8 @@ class Runner:
             except ServerStartError as exc:
                 return self._fail_without_running(cell, str(exc).splitlines()[0])
             cell_spec["engine"] = {**cell.engine, "base_urls": [url]}
-        spec: dict[str, Any] = {"cell": cell_spec, "lokaal_bench_version": __version__}
+        plan = plan_measurement(cell.run, cell.scenario)
+        spec: dict[str, Any] = {"cell": cell_spec, "plan": plan.to_json(), "lokaal_bench_version": __version__}
         if cell.run.get("client_processes") == "auto":  # the cell sizes its client from this machine's ceiling
             spec["load_generator_calibration"] = self.manifest.get("load_generator_calibration")
         write_json(spec_path, spec)
@@ -249,7 +251,7 @@ class Runner:
         outcome = run_isolated(
             spec_path,
             cell_dir,
-            timeout_s=run.cell_timeout_s,
+            timeout_s=plan.cell_timeout_s,
             memory_limit_bytes=int(run.memory_limit_gib * 2**30) if run.memory_limit_gib else None,
             telemetry_interval_s=run.telemetry_interval_s,
             on_event=lambda event: self.observer.cell_event(cell, event),

@@ -52,7 +52,13 @@ def judge(summary: dict[str, Any], rules_name: str) -> dict[str, Any]:
     metrics = summary.get("metrics") or {}
     reasons += _sample_checks(metrics, rules)
     reasons += _length_checks(summary)
-    if ((summary.get("config") or {}).get("scenario") or {}).get("kind") != "capacity":
+    notes: list[str] = []
+    repetitions = (summary.get("sizing") or {}).get("repetitions") or {}
+    if repetitions.get("mode") == "auto":  # the precision reached replaces the noise rule
+        missed = _precision_check(repetitions)
+        if missed:
+            (reasons if rules.for_procurement else notes).append(missed)
+    elif ((summary.get("config") or {}).get("scenario") or {}).get("kind") != "capacity":
         reasons += _noise_checks(metrics, rules)  # a capacity cell's "repetitions" are different loads, on purpose
     reasons += _throttle_checks(summary.get("telemetry") or {}, rules)
     reasons += _load_generator_checks(summary)
@@ -62,6 +68,7 @@ def judge(summary: dict[str, Any], rules_name: str) -> dict[str, Any]:
         "rules": rules.name,
         "for_procurement": rules.for_procurement,
         "reasons": reasons,
+        "notes": notes,
     }
 
 
@@ -98,6 +105,17 @@ def _length_checks(summary: dict[str, Any]) -> list[str]:
         reasons.append(f"{lengths['usage_mismatch']} request(s) where the server's usage disagrees with the "
                        "tokens counted")
     return reasons
+
+
+def _precision_check(repetitions: dict[str, Any]) -> str | None:
+    """repetitions: auto: did the 95% half-width of output tok/s reach the target within the maximum?"""
+    target, reached = repetitions.get("target_precision"), repetitions.get("precision")
+    if target is None or (reached is not None and reached <= target):
+        return None
+    done = repetitions.get("done")
+    got = "could not be computed" if reached is None else f"±{reached:.1%}"
+    return (f"output tok/s precision {got} (95% half-width) after {done} repetition(s), short of the target "
+            f"±{target:.1%} (run.target_precision; run.max_repetitions {repetitions.get('maximum')})")
 
 
 def _noise_checks(metrics: dict[str, Any], rules: Rules) -> list[str]:

@@ -7,9 +7,10 @@ prefix (and a prefix cache) with another unless the workload asks for a shared p
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,23 @@ def sample_length(dist: dict[str, Any], rng: random.Random) -> int:
     raise ValueError(f"unknown length distribution {kind!r}")
 
 
-def synthetic_requests(workload: dict[str, Any], count: int, space: TokenSpace, stream: int = 0) -> list[Request]:
-    """`count` requests; `stream` separates warm-up from measured requests and repetitions."""
+def request_stream(workload: dict[str, Any], space: TokenSpace, stream: int = 0,
+                   encode: Callable[[str], list[int]] | None = None, anchor: int = 0) -> Iterator[Request]:
+    """The endless seeded request stream of a workload: synthetic token ids, or a prompt file (which needs
+    `encode`). `stream` separates warm-up from measured requests and repetitions. However many requests a
+    run takes, its first ones are the same everywhere; `anchor` (the repetition's minimum count) places a
+    prompt file's cycle as `file_requests(workload, anchor, ...)` always has."""
+    if workload.get("prompts_file"):
+        assert encode is not None, "a prompt file needs the engine's tokenizer"
+        return _file_stream(workload, encode, stream, anchor)
+    return _synthetic_stream(workload, space, stream)
+
+
+def _synthetic_stream(workload: dict[str, Any], space: TokenSpace, stream: int) -> Iterator[Request]:
     rng = random.Random(f"{workload['seed']}/{stream}")
     prefix = space.draw(random.Random(f"{workload['seed']}/prefix"), workload.get("shared_prefix_tokens", 0))
-    requests = []
     used_heads: set[tuple[int, ...]] = set()
-    for i in range(count):
+    for i in itertools.count():
         n_in = max(sample_length(workload["input_tokens"], rng), len(prefix) + 1)
         n_out = sample_length(workload["output_tokens"], rng)
         body = space.draw(rng, n_in - len(prefix))
@@ -69,15 +80,16 @@ def synthetic_requests(workload: dict[str, Any], count: int, space: TokenSpace, 
             body[0] = space.draw(rng, 1)[0]
             head = tuple(body[:4])
         used_heads.add(head)
-        requests.append(Request(i, prefix + body, n_out))
-    return requests
+        yield Request(i, prefix + body, n_out)
 
 
-def file_requests(
-    workload: dict[str, Any], count: int, encode: Callable[[str], list[int]], stream: int = 0
-) -> list[Request]:
-    """Requests from a JSONL prompt file ({"prompt": text, "output_tokens": n?}), cycled to `count`."""
-    path = Path(workload["prompts_file"])
+def synthetic_requests(workload: dict[str, Any], count: int, space: TokenSpace, stream: int = 0) -> list[Request]:
+    """The first `count` requests of a synthetic workload's stream."""
+    return list(itertools.islice(_synthetic_stream(workload, space, stream), count))
+
+
+def read_prompts_file(path: Path) -> list[tuple[str, int | None]]:
+    """(prompt text, output tokens or None) per non-empty line of a JSONL prompt file."""
     entries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -90,14 +102,26 @@ def file_requests(
         entries.append((text, entry.get("output_tokens")))
     if not entries:
         raise ValueError(f"{path}: no prompts")
+    return entries
+
+
+def _file_stream(workload: dict[str, Any], encode: Callable[[str], list[int]], stream: int,
+                 anchor: int) -> Iterator[Request]:
+    """Prompts cycled from the file: request i of a stream takes entry (stream * anchor + i) mod entries."""
+    entries = read_prompts_file(Path(workload["prompts_file"]))
     rng = random.Random(f"{workload['seed']}/{stream}")
     encoded = [encode(text) for text, _ in entries]
-    requests = []
-    for i in range(count):
-        k = (stream * count + i) % len(entries)
+    for i in itertools.count():
+        k = (stream * anchor + i) % len(entries)
         n_out = entries[k][1] or sample_length(workload["output_tokens"], rng)
-        requests.append(Request(i, encoded[k], int(n_out), entries[k][0]))
-    return requests
+        yield Request(i, encoded[k], int(n_out), entries[k][0])
+
+
+def file_requests(
+    workload: dict[str, Any], count: int, encode: Callable[[str], list[int]], stream: int = 0
+) -> list[Request]:
+    """Requests from a JSONL prompt file ({"prompt": text, "output_tokens": n?}), cycled to `count`."""
+    return list(itertools.islice(_file_stream(workload, encode, stream, count), count))
 
 
 def token_ids_sha256(token_ids: Sequence[int]) -> str:

@@ -44,6 +44,7 @@ def main() -> int:
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
     from bench.scenarios import ScenarioContext, scenario_runner
+    from bench.sizing import exact_plan
 
     apply_offline_env()
     NetworkGuard.install([], None)
@@ -55,15 +56,16 @@ def main() -> int:
     workload = {"seed": 11, "input_tokens": {"dist": "fixed", "value": args.input_tokens},
                 "output_tokens": {"dist": "fixed", "value": args.output_tokens}}
     scenario = {"kind": "offline", "batch_size": args.batch, "requests": args.batch * args.requests}
+    plan = exact_plan(args.batch * args.requests)  # the same work in both arms, no time floor
 
     def through_lokaal_bench(seed_stream: int) -> float:
-        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed_stream}, repetitions=1, warmup=0,
-                              max_duration_s=None, t0=time.perf_counter(), progress=lambda *a: None)
+        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed_stream}, plan,
+                              t0=time.perf_counter(), progress=lambda *a: None)
         records = scenario_runner("offline")(ctx)
         return summarise(records)["decode_tok_s"]["value"]
 
     def bare_generate(seed_stream: int) -> float:
-        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed_stream}, 1, 0, None, 0.0, lambda *a: None)
+        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed_stream}, plan, 0.0, lambda *a: None)
         requests = ctx.requests(args.batch * args.requests, 1)
         decode_time = 0.0
         for start in range(0, len(requests), args.batch):

@@ -91,7 +91,8 @@ def test_two_client_processes_measure_like_one(endpoint: str, write_profile, tmp
     (rate, rate_records), (closed, closed_records) = cells(out)
     for summary, records, count in ((rate, rate_records, 60), (closed, closed_records, 40)):
         assert summary["status"] == "COMPLETED", summary["reason"]
-        assert len(records) == summary["metrics"]["requests"]["total"] == count
+        assert len(records) == summary["metrics"]["requests"]["total"] >= count  # the counts are minimums
+        assert summary["metrics"]["duration_s"]["value"] >= 1.0  # and the nightly floor held
         assert TTFT <= summary["metrics"]["ttft"]["p50"] < TTFT + 0.015
         assert abs(summary["metrics"]["itl"]["p50"] - ITL) < 0.002
         assert all(r.output_tokens == 8 and r.ok for r in records)
@@ -128,7 +129,7 @@ def test_auto_uses_the_calibration_and_says_why(endpoint: str, write_profile, tm
     assert check["client_processes"] == min(11, max(1, cores - 1))
     assert check["client_processes_reason"].startswith("auto: tokens_per_s 320 against a single-process ceiling of 30 "
                                                        "needs 11")
-    assert len(records) == 12
+    assert len(records) == 41  # a constant 40/s schedule, stretched from 12 sends to the nightly 1 s floor
 
 
 def test_the_error_rate_stop_rule_is_a_setting_and_is_reported(write_profile, tmp_path: Path) -> None:

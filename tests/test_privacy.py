@@ -82,7 +82,8 @@ def test_by_default_no_text_reaches_the_result_set(tmp_path: Path, endpoint: str
     validate(manifest, "manifest")
     assert manifest["privacy"] == {"store_text": False} and manifest["schema_version"] == 2
     for label, records in records_of(result).items():
-        assert len(records) == 3, label  # one warm-up and two measured requests
+        # one warm-up request, and at least the 10 measured requests p90 needs (the profile asked for 2)
+        assert sum(r.warmup for r in records) == 1 and len(records) - 1 >= 10, label
         for record in records:
             assert record.prompt_text is None and record.response_text is None
             assert record.prompt_sha256 and record.response_sha256, label  # what is kept instead: hashes

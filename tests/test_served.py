@@ -126,6 +126,8 @@ def test_several_endpoints_are_reported_each_and_in_total(write_profile, tmp_pat
     per = summary["endpoints"]
     fast_key, slow_key = (f"127.0.0.1:{port}" for _, port in (fast, slow))
     assert set(per) == {fast_key, slow_key}
-    assert per[fast_key]["requests"] + per[slow_key]["requests"] == summary["metrics"]["requests"]["total"] == 16
+    total = summary["metrics"]["requests"]["total"]
+    assert per[fast_key]["requests"] + per[slow_key]["requests"] == total >= 16  # the count is a minimum
+    assert summary["metrics"]["duration_s"]["value"] >= 1.0  # and the nightly time floor held
     assert TTFT <= per[fast_key]["ttft"]["p50"] < slow_ttft <= per[slow_key]["ttft"]["p50"]
     assert per[fast_key]["failed"] == per[slow_key]["failed"] == 0

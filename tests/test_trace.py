@@ -40,10 +40,19 @@ def test_a_trace_is_replayed_on_its_schedule_with_its_lengths(endpoint: str, wri
     records = sorted((r for r in read_records(out / entry["dir"] / "records.jsonl.gz") if not r.warmup),
                      key=lambda r: r.request_id)
     trace = load_trace(TRACE)[:20]
-    assert [(r.input_tokens, r.output_tokens) for r in records] == [(e.input_tokens, e.output_tokens) for e in trace]
+    # The 20 entries last 0.44 s at speedup 2: the nightly 1 s floor replays them, pass after pass, each
+    # pass one mean gap after the last, every entry with its own lengths.
+    passes = len(records) // len(trace)
+    assert passes >= 2 and len(records) % len(trace) in range(len(trace))
+    expected = [(e.input_tokens, e.output_tokens) for e in trace]
+    assert [(r.input_tokens, r.output_tokens) for r in records] == (expected * (passes + 1))[:len(records)]
     scheduled = [r.submit_time - records[0].submit_time for r in records]
-    assert scheduled == pytest.approx([e.timestamp / 2 for e in trace], abs=1e-6)
-    assert summary["slo"]["good_requests"] == 20 and summary["load_generator"]["scheduled_rate"] > 0
+    assert scheduled[:20] == pytest.approx([e.timestamp / 2 for e in trace], abs=1e-6)
+    period = scheduled[20] - scheduled[0]
+    assert scheduled[20:40] == pytest.approx([period + e.timestamp / 2 for e in trace][:len(scheduled[20:40])],
+                                             abs=1e-6)
+    assert summary["metrics"]["duration_s"]["value"] >= 1.0
+    assert summary["slo"]["good_requests"] == len(records) and summary["load_generator"]["scheduled_rate"] > 0
 
 
 def test_a_bad_trace_names_its_file_and_line(write_profile, tmp_path: Path) -> None:
@@ -68,7 +77,8 @@ def test_chat_completions_are_measured_on_the_chat_route(endpoint: str, write_pr
     records = list(read_records(out / entry["dir"] / "records.jsonl.gz"))
     # the calibration endpoint answers 400 to a body without 'messages' on the chat route (and without
     # 'prompt' on the completions route), so only a real chat request streams here
-    assert len(records) == 6 and all(r.ok and r.output_tokens == r.expected_output_tokens for r in records)
+    assert len(records) >= 10  # the profile's 6, raised to the 10 samples p90 needs
+    assert all(r.ok and r.output_tokens == r.expected_output_tokens for r in records)
 
 
 def test_a_failing_server_stops_the_load_early_and_every_failure_is_counted(endpoint: str, write_profile,

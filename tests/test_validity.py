@@ -28,7 +28,8 @@ def clean_summary(n: int = 1200, reps: tuple[float, ...] = (100.0, 101.0, 99.0),
 
 def test_a_clean_long_cell_is_valid_for_procurement() -> None:
     verdict = judge(clean_summary(), "procurement")
-    assert verdict == {"verdict": "VALID", "rules": "procurement", "for_procurement": True, "reasons": []}
+    assert verdict == {"verdict": "VALID", "rules": "procurement", "for_procurement": True, "reasons": [],
+                       "notes": []}
 
 
 def test_p99_needs_a_thousand_samples_under_procurement() -> None:
@@ -73,3 +74,27 @@ def test_nightly_is_short_and_says_it_is_not_for_procurement() -> None:
     assert judge(summary, "procurement")["verdict"] == "INVALID"
     verdict = judge(copy.deepcopy(summary), "nightly")
     assert verdict["verdict"] == "VALID" and verdict["for_procurement"] is False
+
+
+def _auto(summary: dict, precision: float | None, target: float = 0.02, done: int = 10) -> dict:
+    summary["sizing"] = {"repetitions": {"mode": "auto", "minimum": 3, "maximum": 10, "done": done,
+                                         "target_precision": target, "precision": precision}}
+    return summary
+
+
+def test_auto_repetitions_judge_precision_instead_of_noise() -> None:
+    # Noisy repetitions that still reached the target precision (many of them): the noise rule is not asked.
+    noisy = _auto(clean_summary(reps=(100.0, 130.0, 80.0)), precision=0.015)
+    assert judge(noisy, "procurement")["verdict"] == "VALID"
+    assert judge(clean_summary(reps=(100.0, 130.0, 80.0)), "procurement")["verdict"] == "INVALID"  # fixed: noise rule
+
+
+def test_missing_the_precision_is_a_reason_for_procurement_and_a_note_at_night() -> None:
+    missed = _auto(clean_summary(n=20, duration=5.0), precision=0.034)
+    procurement = judge(copy.deepcopy(missed), "procurement")
+    assert any("precision ±3.4%" in r and "short of the target ±2.0%" in r for r in procurement["reasons"])
+    nightly = judge(missed, "nightly")
+    assert nightly["verdict"] == "VALID"
+    assert nightly["notes"] and "precision ±3.4% (95% half-width) after 10 repetition(s)" in nightly["notes"][0]
+    reached = judge(_auto(clean_summary(n=20, duration=5.0), precision=0.019), "nightly")
+    assert reached["notes"] == []

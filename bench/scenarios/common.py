@@ -1,15 +1,19 @@
-"""What every in-process scenario shares: the context, request making, and batch -> records."""
+"""What every scenario shares: the context, the request stream, the repetition and warm-up loops
+that follow the cell's measurement plan (bench/sizing.py), and batch -> records."""
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engines.base import BatchResult, Engine
+from bench.metrics import repetition_rates
 from bench.records import RequestRecord
-from bench.workloads import Request, file_requests, synthetic_requests, token_ids_sha256
+from bench.sizing import MeasurementPlan, precise_enough, steady
+from bench.workloads import Request, request_stream, token_ids_sha256
 
 Progress = Callable[[str, int, int], None]
 Decoder = Callable[[list[int]], str | None]
@@ -20,9 +24,7 @@ class ScenarioContext:
     engine: Engine
     scenario: dict[str, Any]
     workload: dict[str, Any] | None
-    repetitions: int
-    warmup: int
-    max_duration_s: float | None
+    plan: MeasurementPlan
     t0: float  # perf_counter at the start of the cell; record times are relative to it
     progress: Progress
     store_text: bool = False  # run.store_text: records keep prompt and response text (else hashes only)
@@ -36,20 +38,114 @@ class ScenarioContext:
     # index), and per load point how many client processes sent it and why.
     stops: dict[int, str] = field(default_factory=dict)
     client_points: list[dict[str, Any]] = field(default_factory=list)
+    # What the loops did, for result.json's sizing: repetitions run, warm-up batches and whether steady,
+    # and per repetition what it issued, for how long, and which floor bound it.
+    repetitions_done: int = 0
+    warmup_done: dict[str, Any] = field(default_factory=dict)
+    issued: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def max_duration_s(self) -> float | None:
+        return self.plan.max_duration_s
 
     def decoder(self) -> Decoder | None:
         """The engine's detokenizer when run.store_text asks for text; None otherwise, so nothing is decoded."""
         return getattr(self.engine, "decode", None) if self.store_text else None
 
-    def requests(self, count: int, stream: int) -> list[Request]:
-        """Requests for a repetition (stream = repetition + 1) or for warm-up (stream 0)."""
+    def stream(self, stream: int) -> Iterator[Request]:
+        """The seeded request stream of a repetition (stream = repetition + 1) or of warm-up (stream 0):
+        its first requests are the same on every machine, however many a fast machine goes on to use."""
         assert self.workload is not None
-        if self.workload.get("prompts_file"):
-            return file_requests(self.workload, count, self.engine.encode, stream)
-        return synthetic_requests(self.workload, count, self.engine.token_space(), stream)
+        encode = self.engine.encode if self.workload.get("prompts_file") else None
+        return request_stream(self.workload, self.engine.token_space(), stream, encode,
+                              anchor=self.plan.min_requests_per_repetition)
+
+    def requests(self, count: int, stream: int) -> list[Request]:
+        """The first `count` requests of a stream."""
+        return list(itertools.islice(self.stream(stream), count))
 
     def out_of_time(self, repetition_start: float) -> bool:
         return self.max_duration_s is not None and time.perf_counter() - repetition_start >= self.max_duration_s
+
+    def measured_from(self, started: float, first_batch: list[RequestRecord]) -> float:
+        """The time floor counts from the repetition's first submit (its measured span starts there),
+        not from when the loop began, so a floor that held is a measured duration that holds."""
+        return max(started, self.t0 + min((r.submit_time for r in first_batch), default=started - self.t0))
+
+    def enough(self, repetition_start: float, issued: int, count: int | None = None) -> bool:
+        """Both floors hold for a repetition that started at `repetition_start` and issued `issued` requests."""
+        return self.plan.enough(time.perf_counter() - repetition_start, issued, count)
+
+    def keep_issuing(self, repetition_start: float, issued: int, count: int | None = None) -> bool:
+        """Issue more work: a floor does not hold yet, and run.max_duration_s has not passed."""
+        return not self.enough(repetition_start, issued, count) and not self.out_of_time(repetition_start)
+
+    def note_repetition(self, repetition: int, started: float, issued: int, count: int | None = None) -> None:
+        """What a repetition issued and which floor ended it: the count, the duration or the cap."""
+        elapsed = time.perf_counter() - started
+        floor = self.plan.min_requests_per_repetition if count is None else count
+        if self.out_of_time(started) and not self.plan.enough(elapsed, issued, count):
+            bound = "max_duration_s"
+        elif issued > floor:
+            bound = "duration"  # more work than the count asked for: the time floor held it open
+        else:
+            bound = "count"
+        self.issued[repetition] = {"requests": issued, "seconds": round(elapsed, 3), "bound": bound}
+
+    def repetition_indices(self, records: list[RequestRecord]) -> Iterator[int]:
+        """0, 1, ... : a fixed count, or (auto) at least the minimum, then one more while the 95% half-width
+        of output tok/s over the repetitions so far (`records`, appended to by the caller) misses the target."""
+        plan = self.plan.repetitions
+        done = 0
+        while done < plan.maximum:
+            yield done
+            done += 1
+            self.repetitions_done = done
+            if done >= plan.minimum and (plan.mode == "fixed" or precise_enough(self.rates(records), plan)):
+                break
+
+    def rates(self, records: list[RequestRecord]) -> list[float]:
+        """Output tok/s of each measured repetition so far (the headline's per-repetition values)."""
+        by_repetition: dict[int, list[RequestRecord]] = {}
+        for record in records:
+            if not record.warmup:
+                by_repetition.setdefault(record.repetition, []).append(record)
+        values = [repetition_rates(by_repetition[k])["output_tok_s"] for k in sorted(by_repetition)]
+        return [v for v in values if v]
+
+    def phase(self, repetition: int) -> str:
+        plan = self.plan.repetitions
+        if plan.mode == "fixed":
+            return f"repetition {repetition + 1}/{plan.maximum}"
+        return f"repetition {repetition + 1} (auto, {plan.minimum} to {plan.maximum})"
+
+    def warmup_batches(self, run_one: Callable[[int], list[RequestRecord]]) -> list[RequestRecord]:
+        """Warm-up: a fixed number of batches, or (auto) until two consecutive ones agree within the
+        tolerance, at most max_batches. `run_one(index)` runs warm-up batch `index` and returns its records."""
+        plan = self.plan.warmup
+        records: list[RequestRecord] = []
+        throughputs: list[float] = []
+        index = 0
+        while index < plan.max_batches:
+            if plan.mode == "fixed" and index >= plan.batches:
+                break
+            self.progress("warm-up", index, plan.max_batches)
+            batch = run_one(index)
+            records += batch
+            throughputs.append(repetition_rates(batch)["output_tok_s"] or 0.0)
+            index += 1
+            if plan.mode == "auto" and index >= plan.batches and steady(throughputs, plan.tolerance or 0.0):
+                break
+        self.warmup_done = {"batches": index, "mode": plan.mode,
+                            "steady": steady(throughputs, plan.tolerance) if plan.mode == "auto" and plan.tolerance
+                            else None,
+                            "throughputs": [round(t, 3) for t in throughputs]}
+        return records
+
+    def sizing_report(self) -> dict[str, Any]:
+        """For result.json: the plan followed and what the loops did under it."""
+        return {"plan": self.plan.to_json(), "repetitions_done": self.repetitions_done,
+                "warmup": self.warmup_done, "per_repetition": [self.issued[k] for k in sorted(self.issued)]}
 
     def client_report(self) -> dict[str, Any] | None:
         """The load generator's own account for result.json (served cells only): early stops and processes."""
@@ -123,24 +219,27 @@ def _relative(timing: dict[str, Any] | None, t0: float) -> dict[str, Any] | None
     return {k: (v - t0 if k in ENGINE_STAMPS else v) for k, v in timing.items()}
 
 
-def run_batched(ctx: ScenarioContext, batch_size: int, requests_per_repetition: int) -> list[RequestRecord]:
-    """Warm-up, then each repetition's requests in batches of `batch_size` (1: single stream)."""
-    records: list[RequestRecord] = []
-    if ctx.warmup:
-        warm = ctx.requests(ctx.warmup * batch_size, 0)
-        for index, start in enumerate(range(0, len(warm), batch_size)):
-            ctx.progress("warm-up", start, len(warm))
-            chunk = warm[start:start + batch_size]
-            result = ctx.engine.generate([r.prompt_token_ids for r in chunk], [r.output_tokens for r in chunk])
-            records += batch_records(result, chunk, ctx.t0, -1, index, ctx.decoder())
-    for repetition in range(ctx.repetitions):
-        requests = ctx.requests(requests_per_repetition, repetition + 1)
+def run_batched(ctx: ScenarioContext, batch_size: int) -> list[RequestRecord]:
+    """Warm-up, then each repetition's requests in batches of `batch_size` (1: single stream), batch after
+    batch until both floors hold (the profile's count and run.min_duration_s), capped by run.max_duration_s."""
+
+    def generate(chunk: list[Request], repetition: int, index: int) -> list[RequestRecord]:
+        result = ctx.engine.generate([r.prompt_token_ids for r in chunk], [r.output_tokens for r in chunk])
+        return batch_records(result, chunk, ctx.t0, repetition, index, ctx.decoder())
+
+    warm_stream = ctx.stream(0)
+    records = ctx.warmup_batches(lambda index: generate(list(itertools.islice(warm_stream, batch_size)), -1, index))
+    for repetition in ctx.repetition_indices(records):
+        stream = ctx.stream(repetition + 1)
         started = time.perf_counter()
-        for index, start in enumerate(range(0, len(requests), batch_size)):
-            ctx.progress(f"repetition {repetition + 1}/{ctx.repetitions}", start, len(requests))
-            chunk = requests[start:start + batch_size]
-            result = ctx.engine.generate([r.prompt_token_ids for r in chunk], [r.output_tokens for r in chunk])
-            records += batch_records(result, chunk, ctx.t0, repetition, index, ctx.decoder())
-            if ctx.out_of_time(started):
-                break
+        issued = index = 0
+        while ctx.keep_issuing(started, issued):
+            ctx.progress(ctx.phase(repetition), issued, ctx.plan.min_requests_per_repetition)
+            chunk = list(itertools.islice(stream, batch_size))
+            batch = generate(chunk, repetition, index)
+            records += batch
+            started = ctx.measured_from(started, batch) if index == 0 else started
+            issued += len(chunk)
+            index += 1
+        ctx.note_repetition(repetition, started, issued)
     return records

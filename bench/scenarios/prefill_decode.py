@@ -1,6 +1,10 @@
 """prefill-decode, in the manner of llama-bench: process N prompt tokens, then generate M tokens,
 on top of a KV cache already holding `depth` tokens (filled untimed). Prompt tokens/s and
-generation tokens/s come out as prefill_tok_s and decode_tok_s."""
+generation tokens/s come out as prefill_tok_s and decode_tok_s.
+
+Runs are drawn from one seeded stream in a fixed order (the fixed warm-up runs, then each
+repetition's minimum runs), so those are the same on every machine; the extra runs a fast machine
+makes to fill its time floor, and auto warm-up's runs, come from streams of their own."""
 
 from __future__ import annotations
 
@@ -24,17 +28,21 @@ def _run_once(ctx: ScenarioContext, rng: random.Random, repetition: int, index: 
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
-    rng = random.Random(f"prefill-decode/{ctx.scenario['depth']}/{ctx.scenario['prompt_tokens']}")
-    records: list[RequestRecord] = []
-    for index in range(ctx.warmup):
-        ctx.progress("warm-up", index, ctx.warmup)
-        records += _run_once(ctx, rng, -1, index)
-    runs = ctx.scenario["requests"]
-    for repetition in range(ctx.repetitions):
+    seed = f"prefill-decode/{ctx.scenario['depth']}/{ctx.scenario['prompt_tokens']}"
+    rng = random.Random(seed)
+    warm_rng = rng if ctx.plan.warmup.mode == "fixed" else random.Random(f"{seed}/warm-up")
+    records = ctx.warmup_batches(lambda index: _run_once(ctx, warm_rng, -1, index))
+    rows = ctx.scenario["batch_size"]
+    minimum_runs = ctx.plan.min_requests_per_repetition // rows
+    for repetition in ctx.repetition_indices(records):
+        extra = random.Random(f"{seed}/extra/{repetition}")
         started = time.perf_counter()
-        for index in range(runs):
-            ctx.progress(f"repetition {repetition + 1}/{ctx.repetitions}", index, runs)
-            records += _run_once(ctx, rng, repetition, index)
-            if ctx.out_of_time(started):
-                break
+        index = 0
+        while ctx.keep_issuing(started, index * rows):
+            ctx.progress(ctx.phase(repetition), index, minimum_runs)
+            batch = _run_once(ctx, rng if index < minimum_runs else extra, repetition, index)
+            records += batch
+            started = ctx.measured_from(started, batch) if index == 0 else started
+            index += 1
+        ctx.note_repetition(repetition, started, index * rows)
     return records

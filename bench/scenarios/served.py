@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from bench.records import RequestRecord
@@ -26,17 +27,41 @@ from bench.serving.workers import START_MARGIN_S, Report, choose_client_processe
 from bench.workloads import Request, token_ids_sha256
 
 
-def arrival_times(count: int, rate: float, arrival: str, burstiness: float, seed: int) -> list[float]:
-    """Offsets (s) of `count` sends at `rate` per second: constant, or gamma-distributed gaps with mean
+def arrival_stream(rate: float, arrival: str, burstiness: float, seed: int) -> Iterator[float]:
+    """Offsets (s) of sends at `rate` per second, endlessly: constant, or gamma-distributed gaps with mean
     1/rate (burstiness 1 is Poisson, below 1 burstier, above 1 more regular), as vLLM's benchmark."""
     if arrival == "constant":
-        return [i / rate for i in range(count)]
+        yield from (i / rate for i in itertools.count())
+        return
     rng = random.Random(seed)
-    times, now = [], 0.0
-    for _ in range(count):
-        times.append(now)
+    now = 0.0
+    while True:
+        yield now
         now += rng.gammavariate(burstiness, 1 / (rate * burstiness))
-    return times
+
+
+def arrival_times(count: int, rate: float, arrival: str, burstiness: float, seed: int) -> list[float]:
+    """The first `count` offsets of the arrival stream."""
+    return list(itertools.islice(arrival_stream(rate, arrival, burstiness, seed), count))
+
+
+def open_loop_schedule(ctx: ScenarioContext, requests: Iterable[Request], offsets: Iterable[float],
+                       count: int | None = None) -> tuple[list[Request], list[float]]:
+    """An open loop's sends, sized as a repetition is: requests on their offsets until both floors hold
+    (at least `count` (default: the plan's) sends, and the last one at or after the duration floor), none
+    scheduled after run.max_duration_s. The schedule itself never depends on the server's speed."""
+    plan = ctx.plan
+    floor = plan.min_requests_per_repetition if count is None else count
+    chosen: list[Request] = []
+    times: list[float] = []
+    for request, offset in zip(requests, offsets, strict=False):  # both endless or the requests shorter
+        if plan.max_duration_s is not None and offset >= plan.max_duration_s and times:
+            break
+        if len(times) >= floor and times and times[-1] >= plan.min_duration_per_repetition_s:
+            break
+        chosen.append(request)
+        times.append(offset)
+    return chosen, times
 
 
 def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repetition: int, scheduled: float,
@@ -94,24 +119,32 @@ def should_stop(ctx: ScenarioContext, started: float, records: list[RequestRecor
     return reason is not None
 
 
-async def _closed_loop(ctx: ScenarioContext, requests: list[Request], users: Sequence[int], repetition: int,
-                       records: list[RequestRecord], started: float | None = None) -> None:
-    """`users` (their numbers pick their endpoints) share the requests, each sending its next when its last ends."""
+async def _closed_loop(ctx: ScenarioContext, requests: Iterator[Request], users: Sequence[int], repetition: int,
+                       records: list[RequestRecord], more: Callable[[float, int], bool],
+                       started: float | None = None, total: int = 0) -> None:
+    """`users` (their numbers pick their endpoints) share the requests, each sending its next when its last
+    ends, while `more(started, issued)` says so (the floors; warm-up: until the requests run out)."""
     engine: Any = ctx.engine
-    queue = list(reversed(requests))
     timeout = engine.settings.get("request_timeout_s", 600)
     started = time.perf_counter() if started is None else started
+    issued = 0
+    first_send: float | None = None  # the time floor counts from here, where the measured span begins
 
     async def user(number: int) -> None:
+        nonlocal issued, first_send
         host, port, prefix = engine.address(number)
         connection = Connection(host, port, engine.api_key)
         try:
-            while queue and not should_stop(ctx, started, records, repetition):
-                request = queue.pop()
+            while more(first_send or started, issued) and not should_stop(ctx, started, records, repetition):
+                request = next(requests, None)
+                if request is None:
+                    break
+                issued += 1
                 scheduled = time.perf_counter()
+                first_send = scheduled if first_send is None else first_send
                 result = await connection.stream(f"{prefix}{engine.route}", engine.payload(request), timeout)
                 records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))
-                ctx.progress(_phase(ctx, repetition), len(records), len(requests))
+                ctx.progress(_phase(ctx, repetition), len(records), total)
         finally:
             await connection.close()
 
@@ -150,43 +183,67 @@ def _phase(ctx: ScenarioContext, repetition: int) -> str:
         return "warm-up"
     if ctx.scenario["kind"] == "capacity":
         return f"capacity probe {repetition + 1}"
-    return f"repetition {repetition + 1}/{ctx.repetitions}"
+    return ctx.phase(repetition)
+
+
+def _drain(_started: float, _issued: int) -> bool:
+    return True
 
 
 def warm_up(ctx: ScenarioContext) -> list[RequestRecord]:
-    """`run.warmup` requests one at a time before any measured one (repetition -1: in no metric)."""
-    warm: list[RequestRecord] = []
-    if ctx.warmup:
-        asyncio.run(_closed_loop(ctx, ctx.requests(ctx.warmup, 0), [0], -1, warm))
-        if -1 in ctx.stops:
-            ctx.stops[-1] = f"warm-up: {ctx.stops[-1]}"
+    """Warm-up requests one at a time before any measured one (repetition -1: in no metric): run.warmup
+    of them, or (auto) until two in a row agree (bench/scenarios/common.py, warmup_batches)."""
+    stream = ctx.stream(0)
+
+    def one(index: int) -> list[RequestRecord]:
+        done: list[RequestRecord] = []
+        asyncio.run(_closed_loop(ctx, iter(itertools.islice(stream, 1)), [0], -1, done, _drain))
+        for record in done:
+            record.batch_index = index
+        return done
+
+    warm = ctx.warmup_batches(one)
+    if -1 in ctx.stops:
+        ctx.stops[-1] = f"warm-up: {ctx.stops[-1]}"
     return warm
 
 
-def run_point(ctx: ScenarioContext, requests: list[Request], repetition: int, *, users: int | None = None,
-              offsets: list[float] | None = None) -> list[RequestRecord]:
-    """One load point (a repetition, or a capacity probe): `users` closed-loop users, or open-loop sends at
-    `offsets` (s after the start), in one process or spread over run.client_processes (see
-    bench/serving/workers.py). Records come back sorted by request id; a stop rule's cut is noted."""
+def run_point(ctx: ScenarioContext, requests: Iterable[Request], repetition: int, *, users: int | None = None,
+              offsets: list[float] | None = None, count: int | None = None) -> list[RequestRecord]:
+    """One load point (a repetition, or a capacity probe): `users` closed-loop users sending from the
+    `requests` stream until both floors hold (`count`, default the plan's, and the duration floor), or
+    open-loop sends of the `requests` list at `offsets` (s after the start; see open_loop_schedule), in one
+    process or spread over run.client_processes (see bench/serving/workers.py). Records come back sorted
+    by request id; a stop rule's cut and what bound the point are noted."""
     assert (users is None) != (offsets is None)
-    load = _load(requests, users, offsets)
+    floor = ctx.plan.min_requests_per_repetition if count is None else count
+    planned = list(requests) if offsets is not None else []
+    load = _load(planned, users, offsets)
     processes, why = choose_client_processes(ctx.client_processes, load, ctx.loadgen_ceiling, usable_cores())
-    processes = max(1, min(processes, users if users is not None else len(requests)))
+    processes = max(1, min(processes, users if users is not None else len(planned)))
     point: dict[str, Any] = {"repetition": repetition, "processes": processes, "reason": why, "load": load}
     records: list[RequestRecord] = []
+    started = time.perf_counter()
     if processes == 1:
         if users is not None:
-            asyncio.run(_closed_loop(ctx, requests, range(users), repetition, records))
+            def more(start: float, issued: int) -> bool:
+                return ctx.keep_issuing(start, issued, floor)
+
+            asyncio.run(_closed_loop(ctx, iter(requests), range(users), repetition, records, more, started,
+                                     floor))
         else:
             assert offsets is not None
-            schedule = [(i, r, offsets[i]) for i, r in enumerate(requests)]
+            schedule = [(i, r, offsets[i]) for i, r in enumerate(planned)]
             asyncio.run(_open_loop(ctx, schedule, repetition, records))
     else:
-        records = _run_in_processes(ctx, requests, repetition, processes, users, offsets, point)
+        records = _run_in_processes(ctx, requests if users is not None else planned, repetition, processes, users,
+                                    offsets, point, floor)
     ctx.client_points.append(point)
-    if repetition in ctx.stops and len(records) < len(requests):
+    expected = len(planned) if offsets is not None else floor
+    if repetition in ctx.stops and len(records) < expected:
         ctx.stops[repetition] = (f"{_phase(ctx, repetition)}: {ctx.stops[repetition]}; "
-                                 f"{len(requests) - len(records)} of {len(requests)} requests not sent")
+                                 f"{expected - len(records)} of {expected} requests not sent")
+    ctx.note_repetition(repetition, started, len(records), floor)
     return sorted(records, key=lambda r: r.request_id)
 
 
@@ -202,17 +259,27 @@ def _load(requests: list[Request], users: int | None, offsets: list[float] | Non
     return {"requests_per_s": rate, "tokens_per_s": rate * sum(r.output_tokens for r in requests) / len(requests)}
 
 
-def _run_in_processes(ctx: ScenarioContext, requests: list[Request], repetition: int, processes: int,
-                      users: int | None, offsets: list[float] | None, point: dict[str, Any]) -> list[RequestRecord]:
-    """Closed loop: users round-robin over the processes, each request going with the user it would
-    have fallen to (so a process's share of requests matches its share of users); open loop: the
-    schedule round-robin. Every worker sends on the same absolute start time."""
-    shares: list[list[Any]]  # per worker: its requests (closed loop) or its (index, request, offset) sends
+def _run_in_processes(ctx: ScenarioContext, requests: Iterable[Request], repetition: int, processes: int,
+                      users: int | None, offsets: list[float] | None, point: dict[str, Any],
+                      count: int) -> list[RequestRecord]:
+    """Closed loop: users round-robin over the processes, each request of the stream going with the user
+    it would have fallen to (so a process's share of requests matches its share of users), each process
+    issuing its share of the count floor and all of them held open by the one duration floor; open loop:
+    the schedule round-robin. Every worker sends on the same absolute start time."""
+    def mine(j: int, w: int) -> bool:
+        return ((j % users) % processes if users is not None else j % processes) == w
+
+    shares: list[Any]  # per worker: its requests (closed loop: a stream) or its (index, request, offset) sends
     if users is not None:
-        shares = [[r for j, r in enumerate(requests) if (j % users) % processes == w] for w in range(processes)]
+        stream = iter(requests)  # forked: every worker walks its own copy of the stream, keeping its share
+
+        def share_of(w: int) -> Iterator[Request]:
+            return (r for j, r in enumerate(stream) if mine(j, w))
+
+        shares = [share_of(w) for w in range(processes)]
     else:
         assert offsets is not None
-        shares = [[(j, r, offsets[j]) for j, r in enumerate(requests) if j % processes == w] for w in range(processes)]
+        shares = [[(j, r, offsets[j]) for j, r in enumerate(requests) if mine(j, w)] for w in range(processes)]
     phase = _phase(ctx, repetition)
 
     def work(index: int, start: float, report: Report) -> dict[str, Any]:
@@ -221,14 +288,20 @@ def _run_in_processes(ctx: ScenarioContext, requests: list[Request], repetition:
         ctx.stops.clear()
         done: list[RequestRecord] = []
         if users is not None:
-            asyncio.run(_closed_loop(ctx, shares[index], range(index, users, processes), repetition, done, start))
+            share = sum(1 for j in range(count) if mine(j, index))
+
+            def more(begin: float, issued: int) -> bool:
+                return ctx.keep_issuing(begin, issued, share)
+
+            asyncio.run(_closed_loop(ctx, shares[index], range(index, users, processes), repetition, done, more,
+                                     start, share))
         else:
             asyncio.run(_open_loop(ctx, shares[index], repetition, done, start))
         for record in done:
             record.client_process = index
         return {"records": [r.to_json() for r in done], "stop": ctx.stops.get(repetition)}
 
-    results = fan_out(processes, work, lambda _phase, done: ctx.progress(phase, done, len(requests)))
+    results = fan_out(processes, work, lambda _phase, done: ctx.progress(phase, done, count))
     stops = [(i, r["stop"]) for i, r in enumerate(results) if r["stop"]]
     if stops:
         first, reason = stops[0]
@@ -241,11 +314,12 @@ def _run_in_processes(ctx: ScenarioContext, requests: list[Request], repetition:
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
     point = ctx.scenario
     records: list[RequestRecord] = warm_up(ctx)
-    for repetition in range(ctx.repetitions):
-        requests = ctx.requests(point["requests"], repetition + 1)
+    for repetition in ctx.repetition_indices(records):
+        stream = ctx.stream(repetition + 1)
         if point["kind"] == "concurrency":
-            records += run_point(ctx, requests, repetition, users=point["users"])
+            records += run_point(ctx, stream, repetition, users=point["users"])
         else:
-            offsets = arrival_times(len(requests), point["rate"], point["arrival"], point["burstiness"], repetition)
+            arrivals = arrival_stream(point["rate"], point["arrival"], point["burstiness"], repetition)
+            requests, offsets = open_loop_schedule(ctx, stream, arrivals)
             records += run_point(ctx, requests, repetition, offsets=offsets)
     return records
