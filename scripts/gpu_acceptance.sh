@@ -16,4 +16,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-exec python3 -m bench.acceptance "$@"
+exec "${PYTHON:-python3}" -m bench.acceptance "$@"   # PYTHON: another interpreter (a venv, the tests' own)

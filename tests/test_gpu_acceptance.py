@@ -26,7 +26,7 @@ EXAMPLE = REPO / "results" / "examples" / "quickstart-2core-epyc-vm"
 
 
 def _script(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHON": sys.executable}
     env.pop("OUT", None)
     return subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"),
                            "--wheels", str(tmp_path / "no-wheels"), *args],

@@ -8,6 +8,7 @@ a run stopped anywhere still says what it saw.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -49,6 +50,22 @@ STEPS = (
     StepSpec("profile", f"lokaal-bench run {PROFILE}", 240, 60),
     StepSpec("pytest", "pytest -m gpu", 90, 30),
 )
+
+
+def _say(text: str) -> None:
+    """A progress line; a closed stdout (a pipe's reader gone) must not stop the run."""
+    with contextlib.suppress(OSError):
+        print(text, flush=True)
+
+
+def _last_line(log: Path) -> str:
+    """The last thing a command said (its error, usually), for the step's note; the whole log is archived."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    said = [line.strip() for line in lines if line.strip() and not line.startswith(("# exit", "$ "))]
+    return (said[-1][:300] if said else "(nothing printed)") + f" (logs/{log.name})"
 
 
 def _read_json(path: Path) -> Any:
@@ -172,8 +189,8 @@ class Acceptance:
         self.out.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.data["commit"] = self.commit or _git_commit()
-        print(f"lokaal-bench GPU acceptance ({'dry run' if self.dry else 'GPU'}): budget {self.budget_s:.0f} s, "
-              f"page {self.out / 'summary.md'}, work {self.work}", flush=True)
+        _say(f"lokaal-bench GPU acceptance ({'dry run' if self.dry else 'GPU'}): budget {self.budget_s:.0f} s, "
+              f"page {self.out / 'summary.md'}, work {self.work}")
         handlers: dict[str, Callable[[steps.StepRecord, float], None]] = {
             "install": self.step_install, "env": self.step_env, "probe": self.step_probe,
             "models": self.step_models, "profile": self.step_profile, "pytest": self.step_pytest,
@@ -183,7 +200,7 @@ class Acceptance:
             limit = min(spec.timeout_s, self.budget_s - PACK_S - self.elapsed() - later)
             if limit < 1:
                 record.status, record.note = "SKIPPED", "no time left in the budget"
-                print(f"[{self.elapsed():6.1f} s] {spec.name}: SKIPPED (no time left)", flush=True)
+                _say(f"[{self.elapsed():6.1f} s] {spec.name}: SKIPPED (no time left)")
                 continue
             record.status, record.limit_s = "RUNNING", limit
             self.write(archive=False)
@@ -193,14 +210,13 @@ class Acceptance:
             except Exception as exc:  # a broken step is a FAILED row; the steps after it still run
                 record.status, record.note = "FAILED", f"{type(exc).__name__}: {exc}"[:400]
             record.seconds = time.monotonic() - started
-            print(f"[{self.elapsed():6.1f} s] {spec.name}: {record.status} ({record.seconds:.1f} s) {record.note}",
-                  flush=True)
+            _say(f"[{self.elapsed():6.1f} s] {spec.name}: {record.status} ({record.seconds:.1f} s) {record.note}")
             self.write()
         state = self.write()
         verdict = summary.overall(state)
-        print(summary.render(state), flush=True)
-        print(f"overall: {verdict}; page {self.out / 'summary.md'}, archive {self.out / ARCHIVE} "
-              f"({self.data.get('archive_bytes', 0) / 2**20:.1f} MiB)", flush=True)
+        _say(summary.render(state))
+        _say(f"overall: {verdict}; page {self.out / 'summary.md'}, archive {self.out / ARCHIVE} "
+             f"({self.data.get('archive_bytes', 0) / 2**20:.1f} MiB)")
         return 0 if verdict.startswith("PASS") else 1
 
     @staticmethod
@@ -208,7 +224,7 @@ class Acceptance:
         if outcome.timed_out:
             record.status, record.note = "TIMEOUT", f"{what}: stopped at its limit; partial results kept"
         elif outcome.returncode != 0:
-            record.status, record.note = "FAILED", f"{what}: exit {outcome.returncode} (see logs/)"
+            record.status, record.note = "FAILED", f"{what}: exit {outcome.returncode}: {_last_line(outcome.log)}"
         else:
             record.status, record.note = "OK", ok_note
         return record.status == "OK"
@@ -227,30 +243,28 @@ class Acceptance:
         self.data["install"] = install
         wheel_note = (f"{len(plan['wheels'])} wheels, {plan['total_bytes'] / 2**20:.1f} MiB in {self.wheels_dir.name}/"
                       + ("" if plan["ok"] else f" ({'; '.join(plan['problems'])})"))
-        before = self._check_imports(record, deadline, "imports")
-        install["before"] = before
         if self.dry:
-            here = "imports here: " + ("ok" if before and before["ok"] else f"FAILED {before and before['failed']}")
-            record.status = "PLANNED" if before and before["ok"] else "FAILED"
-            record.note = f"would run pip --no-index --no-deps --target {self.site} on {wheel_note}; {here}"
+            here = self._check_imports(record, deadline, "imports")
+            install["check"] = here
+            ok = bool(here and here["ok"])
+            record.status = "PLANNED" if ok else "FAILED"
+            record.note = (f"would run pip --no-index --no-deps --target {self.site} on {wheel_note}; imports here: "
+                           + ("ok" if ok else f"FAILED {here and here['failed']}"))
             return
-        if before and before["ok"]:
-            record.status, record.note = "OK", "every module already imports: nothing to install"
-            return
-        if not plan["wheels"]:
-            record.status, record.note = "FAILED", "; ".join(plan["problems"]) or "no wheels"
-            return
-        outcome = self.command(record, wheels.install_command(self.wheels_dir, self.site), deadline, "install")
-        if not self._finish(record, outcome, "", "pip install"):
-            return
-        self._set_pythonpath([self.site, ROOT])
-        sys.path.insert(0, str(self.site))  # this process reads result sets too (jsonschema, pydantic)
-        after = self._check_imports(record, deadline, "imports-after")
-        install["after"] = after
+        if plan["wheels"]:  # pip --target of a dozen wheels takes seconds; the import check is what tells
+            outcome = self.command(record, wheels.install_command(self.wheels_dir, self.site), deadline, "install")
+            if not self._finish(record, outcome, "", "pip install"):
+                return
+            self._set_pythonpath([self.site, ROOT])
+            sys.path.insert(0, str(self.site))  # this process reads result sets too
+        after = self._check_imports(record, deadline, "imports")
+        install["check"] = after
         if after and after["ok"]:
-            record.status, record.note = "OK", f"installed {wheel_note} into {self.site}; every module imports"
+            record.status = "OK"
+            record.note = (f"installed {wheel_note} into {self.site}; every module imports" if plan["wheels"]
+                           else "no wheels carried; every module imports")
         else:
-            record.status, record.note = "FAILED", f"after installing {wheel_note}: {after and after['failed']}"
+            record.status, record.note = "FAILED", f"{wheel_note}; not importable: {after and after['failed']}"
 
     def step_env(self, record: steps.StepRecord, deadline: float) -> None:
         out = self.work / "env.json"

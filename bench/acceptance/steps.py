@@ -26,6 +26,7 @@ class Outcome:
     returncode: int | None
     timed_out: bool
     seconds: float
+    log: Path
 
 
 @dataclass
@@ -87,4 +88,4 @@ def run_command(argv: Sequence[str], *, log: Path, timeout_s: float, env: dict[s
             returncode, timed_out = process.returncode, True
         seconds = time.monotonic() - start
         err.write(f"# exit {returncode}{' (time limit)' if timed_out else ''} after {seconds:.1f} s\n".encode())
-    return Outcome(argv, returncode, timed_out, seconds)
+    return Outcome(argv, returncode, timed_out, seconds, log)

@@ -196,8 +196,9 @@ def check(root: Path) -> dict[str, Any]:
     modules: dict[str, Any] = {}
     for module, dist in MODULES.items():
         try:
-            importlib.import_module(module)
-            modules[module] = {"ok": True, "version": _version(dist)}
+            loaded = importlib.import_module(module)
+            # Where it came from: the carried site, or the machine's own packages.
+            modules[module] = {"ok": True, "version": _version(dist), "file": getattr(loaded, "__file__", None)}
         except Exception as exc:  # a missing wheel, or one built for another platform
             modules[module] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     requirements = []
