@@ -17,6 +17,7 @@ and the others are still filled. Unknown values are None.
 - ``gpus``: available, reason, driver_version, cuda_driver_version ("12.4"), nvml_version, count,
   devices [{index, name, uuid, pci_bus_id, memory_total_bytes, compute_capability, vbios_version,
   power_limit_w, power_limit_default_w, power_limit_enforced_w, max_clocks_mhz {graphics, sm, mem},
+  clocks_mhz {graphics, sm, mem} (at collection time),
   ecc_mode {current, pending}, mig_mode {current, pending}, pcie {gen_current, width_current,
   gen_max, width_max}, persistence_mode, compute_mode, nvlinks [{link, active, remote_pci_bus_id}]}],
   topology [{a, b, common_ancestor, nvlinks}] for every GPU pair (a < b)
@@ -252,6 +253,7 @@ def memory_info() -> dict[str, Any]:
 
 
 _TOPOLOGY = {0: "internal", 10: "single", 20: "multiple", 30: "hostbridge", 40: "node", 50: "system"}
+_CLOCKS = (("graphics", "NVML_CLOCK_GRAPHICS", 0), ("sm", "NVML_CLOCK_SM", 1), ("mem", "NVML_CLOCK_MEM", 2))
 _COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
 
 
@@ -312,8 +314,12 @@ def _gpu_device(nv: ModuleType, call: Any, i: int, h: Any) -> dict[str, Any]:
         "power_limit_enforced_w": watts("nvmlDeviceGetEnforcedPowerLimit"),
         "max_clocks_mhz": {
             name: call(f"{k}max_{name}", "nvmlDeviceGetMaxClockInfo", h, getattr(nv, const, dflt))
-            for name, const, dflt in (("graphics", "NVML_CLOCK_GRAPHICS", 0), ("sm", "NVML_CLOCK_SM", 1),
-                                      ("mem", "NVML_CLOCK_MEM", 2))
+            for name, const, dflt in _CLOCKS
+        },
+        # Clocks at collection time: an idle GPU shows its idle clocks, a locked one its lock.
+        "clocks_mhz": {
+            name: call(f"{k}clock_{name}", "nvmlDeviceGetClockInfo", h, getattr(nv, const, dflt))
+            for name, const, dflt in _CLOCKS
         },
         "ecc_mode": _mode_pair(call(k + "ecc", "nvmlDeviceGetEccMode", h)),
         "mig_mode": _mode_pair(call(k + "mig", "nvmlDeviceGetMigMode", h)),
@@ -681,10 +687,16 @@ def format_environment(env: Mapping[str, Any]) -> Any:
         for col in ("#", "name", "memory", "power limit", "max SM MHz", "PCIe", "ECC", "MIG", "persist",
                     "NVLinks", "uuid"):
             t.add_column(col)
+        details = []
         for d in gpus["devices"]:
             pcie = d.get("pcie") or {}
+            top, now = d.get("max_clocks_mhz") or {}, d.get("clocks_mhz") or {}
+            details.append(f"GPU {d.get('index')}: compute capability {_fmt(d.get('compute_capability'))}; clocks MHz "
+                           f"SM {_fmt(top.get('sm'))} max / {_fmt(now.get('sm'))} now, memory {_fmt(top.get('mem'))} "
+                           f"max / {_fmt(now.get('mem'))} now; power limit {_fmt(d.get('power_limit_w'))} W (default "
+                           f"{_fmt(d.get('power_limit_default_w'))}, enforced {_fmt(d.get('power_limit_enforced_w'))})")
             t.add_row(str(d.get("index")), _fmt(d.get("name")), _fmt_bytes(d.get("memory_total_bytes")),
-                      f"{_fmt(d.get('power_limit_w'))} W", _fmt((d.get("max_clocks_mhz") or {}).get("sm")),
+                      f"{_fmt(d.get('power_limit_w'))} W", _fmt(top.get("sm")),
                       f"gen{_fmt(pcie.get('gen_current'))} x{_fmt(pcie.get('width_current'))}",
                       _fmt((d.get("ecc_mode") or {}).get("current")), _fmt((d.get("mig_mode") or {}).get("current")),
                       _fmt(d.get("persistence_mode")), str(sum(1 for x in d.get("nvlinks") or [] if x["active"])),
@@ -692,7 +704,7 @@ def format_environment(env: Mapping[str, Any]) -> Any:
         topo = ", ".join(f"{p['a']}-{p['b']}: {_fmt(p.get('common_ancestor'))}"
                          + (f" +{p['nvlinks']} NVLink" if p.get("nvlinks") else "")
                          for p in gpus.get("topology") or [])
-        panels.append(Panel(Group(t, f"topology: {topo or '-'}"), title="GPUs", title_align="left"))
+        panels.append(Panel(Group(t, *details, f"topology: {topo or '-'}"), title="GPUs", title_align="left"))
 
     pkgs = py.get("packages") or {}
     panels.append(kv("Software", [

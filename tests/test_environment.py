@@ -130,8 +130,8 @@ def test_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_gpus_from_fake_nvml() -> None:
-    gpus = [FakeGpu(uuid="GPU-1111", pci_bus_id="00000000:18:00.0", nvlinks={0: "00000000:2A:00.0",
-                                                                            1: "00000000:2A:00.0"}),
+    gpus = [FakeGpu(uuid="GPU-1111", pci_bus_id="00000000:18:00.0", sm_clock=1410,
+                    nvlinks={0: "00000000:2A:00.0", 1: "00000000:2A:00.0"}),
             FakeGpu(uuid="GPU-2222", pci_bus_id="00000000:2A:00.0", mig=(1, 1),
                     nvlinks={0: "00000000:18:00.0", 1: "00000000:18:00.0"},
                     unsupported={"nvmlDeviceGetEccMode", "nvmlDeviceGetPowerManagementLimit"})]
@@ -144,6 +144,7 @@ def test_gpus_from_fake_nvml() -> None:
     assert d0["uuid"] == "GPU-1111" and d0["pci_bus_id"] == "0000:18:00.0"
     assert d0["memory_total_bytes"] == 80 * 2**30 and d0["compute_capability"] == "9.0"
     assert d0["power_limit_w"] == 700.0 and d0["max_clocks_mhz"] == {"graphics": 1980, "sm": 1980, "mem": 2619}
+    assert d0["clocks_mhz"] == {"graphics": 1410, "sm": 1410, "mem": 2619}  # the clocks now, not the maximum
     assert d0["ecc_mode"] == {"current": True, "pending": True} and d0["persistence_mode"] is True
     assert d0["pcie"] == {"gen_current": 5, "width_current": 16, "gen_max": 5, "width_max": 16}
     assert d0["compute_mode"] == "default"
@@ -156,6 +157,7 @@ def test_gpus_from_fake_nvml() -> None:
     assert env["machine_id"] != collect_environment()["machine_id"]  # GPU uuids are part of the id
     text = render(env)
     assert "GPU-2222" in text and "0-1: single +2 NVLink" in text
+    assert "SM 1980 max / 1410 now, memory 2619 max / 2619 now" in text
 
 
 def test_no_nvml_gives_empty_devices_and_reason() -> None:

@@ -22,9 +22,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class StepClock(StoppingCriteria):
-    """Never stops generation; records when each step's token exists."""
+    """Never stops generation; records when each step's token exists.
+
+    On CUDA every event goes on the model's device's current stream (the one its kernels run on;
+    `Event.record()` alone would use the current device's, which is another GPU for cuda:1), and
+    the events are converted to wall-clock times from the start event, after one synchronisation.
+    """
 
     def __init__(self, device: torch.device, batch: int):
+        self.device = device
         self.cuda = device.type == "cuda"
         self.never = torch.zeros(batch, dtype=torch.bool, device=device)
         self.times: list[float] = []
@@ -32,15 +38,16 @@ class StepClock(StoppingCriteria):
 
     def start(self) -> float:
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)  # nothing earlier may run into the first step's time
+            self.stream = torch.cuda.current_stream(self.device)
             self.start_event = torch.cuda.Event(enable_timing=True)
-            self.start_event.record()
+            self.start_event.record(self.stream)
         return time.perf_counter()
 
     def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(self.stream)
             self.events.append(event)
         else:
             self.times.append(time.perf_counter())
@@ -49,7 +56,7 @@ class StepClock(StoppingCriteria):
     def step_times(self, submit: float) -> list[float]:
         if not self.cuda:
             return self.times
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(self.device)
         return [submit + self.start_event.elapsed_time(e) / 1000.0 for e in self.events]
 
 
@@ -83,6 +90,8 @@ class TransformersEngine:
 
     def load(self) -> dict[str, Any]:
         torch.set_num_threads(self.threads)
+        if self.device.type == "cuda" and self.device.index is not None:
+            torch.cuda.set_device(self.device)  # what uses "the current device" is then the model's
         self._sync()
         start = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(
