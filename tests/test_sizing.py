@@ -161,4 +161,4 @@ def test_validate_prints_each_cells_plan_and_the_total() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
-    assert "auto 3-10" in text and "measured at least" in text and "estimated total: at least" in text
+    assert "auto 3-8" in text and "measured at least" in text and "estimated total: at least" in text
