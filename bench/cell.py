@@ -121,8 +121,11 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     run = cell["run"]
     t0 = time.perf_counter()
     t0_wall = time.time()
+    from bench.models.gguf_resolve import wants_gguf
+
     emit("phase", phase="resolve model")
     model_spec = cell["model"]
+    gguf, quantization = wants_gguf(cell["engine"])
     model = resolve_model(
         card=model_spec.get("card"),
         path=model_spec.get("resolved_path") or model_spec.get("path"),
@@ -130,6 +133,8 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         seed=model_spec.get("seed", 0),
         cache_dir=Path(run["model_cache_dir"]).expanduser() if run.get("model_cache_dir") else None,
         allow_pickle=model_spec.get("allow_pickle", False),
+        gguf=gguf,
+        quantization=quantization,
     )
     safety = {
         "allow_pickle": bool(model_spec.get("allow_pickle", False)),
@@ -140,7 +145,12 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         from bench.models.remote_code import verify_code_pins
 
         safety["code_sha256"] = verify_code_pins(model.path, model_spec.get("code_sha256") or {})
-    engine = create_engine(cell["engine"], str(model.path), safety)
+    engine_info: dict[str, Any] = dict(safety)
+    if model.gguf is not None:  # llama.cpp: the token space from the card, and a memory check before loading
+        engine_info.update(config=model.config, quantization=model.dtype, gguf=model.gguf,
+                           memory_limit_bytes=int(run["memory_limit_gib"] * 2**30) if run.get("memory_limit_gib")
+                           else None)
+    engine = create_engine(cell["engine"], str(model.path), engine_info)
     emit("phase", phase="load")
     load_info = engine.load()
     _inject_fault(cell, engine)
@@ -182,7 +192,9 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
             "parameter_count": model.parameter_count,
             "weight_bytes": model.weight_bytes,
             "safety": safety,
-            "roofline_inputs": model_inputs(model.config, model.dtype),
+            "roofline_inputs": model_inputs(model.config, model.dtype, gguf=model.gguf,
+                                            kv_cache_type=cell["engine"].get("kv_cache_type")),
+            **({"gguf": model.gguf} if model.gguf is not None else {}),
         },
         "memory": {"peak_rss_bytes": _peak_rss_bytes(), **engine.memory()},
         "load_generator": ctx.client_report(),  # served cells: early stops, client processes and why

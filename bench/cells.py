@@ -81,7 +81,10 @@ def cell_id(identity: dict[str, Any]) -> str:
 
 
 # Engine settings whose list values sweep (one cell per value); other lists (base_urls) are one value.
-SWEEPABLE = frozenset({"dtype", "threads", "tensor_parallel_size", "pipeline_parallel_size"})
+SWEEPABLE = frozenset({"dtype", "threads", "tensor_parallel_size", "pipeline_parallel_size",
+                       # llamacpp (bench/engines/llamacpp_engine.py)
+                       "quantization", "threads_batch", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "kv_cache_type",
+                       "use_mmap", "use_mlock", "numa", "n_gpu_layers"})
 
 
 def _engine_variants(engine: dict[str, Any]) -> list[dict[str, Any]]:
@@ -143,6 +146,10 @@ def point_label(point: dict[str, Any]) -> str:
 
 
 def engine_label(engine: dict[str, Any]) -> str:
+    if engine["kind"] == "llamacpp" or (engine.get("server") or {}).get("kind") == "llamacpp":
+        from bench.engines.llamacpp_label import llamacpp_label
+
+        return llamacpp_label(engine)
     parts = [engine["kind"], engine.get("dtype", ""), engine.get("device", "")]
     if engine.get("threads") not in (None, "auto"):
         parts.append(f"t{engine['threads']}")

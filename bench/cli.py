@@ -230,6 +230,15 @@ def _cmd_probe(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _quantization(value: str) -> str:
+    from bench.models.gguf_types import normalise_quantization
+
+    try:
+        return normalise_quantization(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
@@ -243,18 +252,21 @@ def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
         raise BenchError(f"no {args.device} memory found on this machine; give --memory-gib")
     cards = [load_card(name) for name in args.card] if args.card else list_cards()
     where = f"{capacity / 2**30:.1f} GiB ({args.device}{f' x{args.gpus}' if args.device == 'gpu' else ''})"
-    table = Table(title=f"fit in {where} at context {args.context:,} x {args.concurrency} sequence(s), {args.dtype}")
+    gguf = {"quantization": args.quantization, "kv_cache_type": args.kv_cache_type}
+    kind = (f"{args.quantization} (llama.cpp, KV cache {args.kv_cache_type or 'f16'})" if args.quantization
+            else args.dtype)
+    table = Table(title=f"fit in {where} at context {args.context:,} x {args.concurrency} sequence(s), {kind}")
     for heading in ("card", "weights GiB", "KV cache GiB", "activations GiB", "needed GiB", "fits",
                     f"longest context x{args.concurrency}", f"most sequences @{args.context:,}"):
         table.add_column(heading, justify="left" if heading in ("card", "fits") else "right")
     for card in cards:
-        result = fit(card, args.dtype, args.context, args.concurrency, capacity, args.device)
+        result = fit(card, args.dtype, args.context, args.concurrency, capacity, args.device, **gguf)
         table.add_row(
             card.name, f"{result.weights / 2**30:.2f}", f"{result.kv_cache / 2**30:.2f}",
             f"{result.activations / 2**30:.2f}", f"{result.needed / 2**30:.2f}",
             "[green]yes[/]" if result.fits else "[red]no[/]",
-            f"{largest(card, args.dtype, capacity, args.device, concurrency=args.concurrency):,}",
-            f"{largest(card, args.dtype, capacity, args.device, context=args.context):,}",
+            f"{largest(card, args.dtype, capacity, args.device, concurrency=args.concurrency, **gguf):,}",
+            f"{largest(card, args.dtype, capacity, args.device, context=args.context, **gguf):,}",
         )
     console.print(table)
     if args.results:
@@ -288,19 +300,22 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
     samples = calibration_samples([Path(p) for p in args.results])
     if not samples:
         raise BenchError(f"no completed cells with a roofline in {', '.join(args.results)}: nothing to calibrate on")
+    # llama.cpp's quantised kernels: the float32 FLOP/s stand in on the CPU, as in its cells' rooflines
+    compute = "float32" if args.quantization and args.device == "cpu" else args.dtype
     if Path(args.hardware).is_dir():  # a measured machine: its probes stand in for the catalogue
         probes = ResultSet(Path(args.hardware)).read_manifest().get("probes") or {}
-        limits = hardware_limits(probes, "cpu" if args.device == "cpu" else "cuda:0", args.dtype)
+        limits = hardware_limits(probes, "cpu" if args.device == "cpu" else "cuda:0", compute)
         if limits is None:
-            raise BenchError(f"{args.hardware}: no probes for {args.device}/{args.dtype} in that result set")
+            raise BenchError(f"{args.hardware}: no probes for {args.device}/{compute} in that result set")
     else:
-        limits = catalogue_limits(args.hardware, args.dtype, args.devices)
+        limits = catalogue_limits(args.hardware, compute, args.devices)
     result = project(samples, load_card(args.model).config, limits, args.engine, args.batch or [1, 8, 32],
-                     args.prompt, args.output_tokens)
+                     args.prompt, args.output_tokens, quantization=args.quantization,
+                     kv_cache_type=args.kv_cache_type)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
     where = f"{args.hardware}" + (f" x{args.devices}" if args.devices > 1 else "")
-    table = Table(title=f"PROJECTION: {args.model} ({args.dtype}) on {where} with {args.engine}, "
+    table = Table(title=f"PROJECTION: {args.model} ({args.quantization or args.dtype}) on {where} with {args.engine}, "
                         f"{args.prompt} prompt + {args.output_tokens} output tokens")
     for heading in ("batch", "prefill tok/s", "decode tok/s", "TTFT ms", "ITL ms", "decode limited by"):
         table.add_column(heading, justify="right")
@@ -598,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     fit.add_argument("--gpus", type=int, default=1, help="GPUs the model is spread over (tensor parallel)")
     fit.add_argument("--memory-gib", type=float, help="capacity to plan for instead of this machine's")
+    fit.add_argument("--quantization", type=_quantization, help="a GGUF type for llama.cpp (Q4_K_M, Q8_0, ...): "
+                     "weights at its size instead of --dtype's")
+    fit.add_argument("--kv-cache-type", choices=["f16", "q8_0", "q4_0", "bf16", "f32"],
+                     help="llama.cpp's KV-cache type with --quantization (default f16)")
     fit.set_defaults(handler=_cmd_fit)
 
     proj = verbs.add_parser("project", help="project throughput and latency for a machine or model not measured")
@@ -606,6 +625,9 @@ def build_parser() -> argparse.ArgumentParser:
     proj.add_argument("--model", required=True, help="an architecture card")
     proj.add_argument("--engine", default="transformers")
     proj.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    proj.add_argument("--quantization", type=_quantization, help="a GGUF type (llama.cpp): the weights' size")
+    proj.add_argument("--kv-cache-type", choices=["f16", "q8_0", "q4_0", "bf16", "f32"],
+                      help="llama.cpp's KV-cache type with --quantization (default f16)")
     proj.add_argument("--devices", type=int, default=1, help="devices in tensor parallel (catalogue hardware)")
     proj.add_argument("--device", default="cpu", choices=["cpu", "gpu"], help="for a result set's probes")
     proj.add_argument("--batch", type=int, action="append", help="batch sizes (default 1, 8, 32)")

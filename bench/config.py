@@ -10,9 +10,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import ProfileError
+from bench.models.gguf_types import QUANTIZATION_TYPES
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
@@ -113,7 +123,7 @@ class OpenAIEngineSpec(Strict):
 
     kind: Literal["openai"]
     base_urls: list[str] = Field(default_factory=list, description="running servers; or `server` to start one")
-    server: ManagedServerSpec | None = None
+    server: ServerSpec | None = None
     api: Literal["completions", "chat"] = Field(
         "completions", description="chat: /v1/chat/completions with the prompt's tokens decoded to text (input "
                                    "lengths then shift by the chat template)")
@@ -170,7 +180,105 @@ class VllmEngineSpec(Strict):
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
 
-EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec | VllmEngineSpec, Field(discriminator="kind")]
+KvCacheType = Literal["f16", "q8_0", "q4_0", "bf16", "f32"]
+FlashAttn = Literal["auto", "on", "off"] | bool
+NumaStrategy = Literal["disabled", "distribute", "isolate", "numactl", "mirror"]
+QuantizationType = Literal[QUANTIZATION_TYPES]  # type: ignore[valid-type]
+
+
+def _upper_quantization(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().upper()
+    if isinstance(value, list):
+        return [_upper_quantization(v) for v in value]
+    return value
+
+
+def _no_duplicates(value: Any) -> Any:
+    if isinstance(value, list) and len(value) != len({str(v) for v in value}):
+        raise ValueError("a value is listed twice")
+    return value
+
+
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class LlamaCppEngineSpec(Strict):
+    """llama.cpp in the cell's process (llama-cpp-python, extra [llamacpp]) on a GGUF: a local `.gguf`
+    file, or a card written to GGUF and quantised by llama.cpp's own quantiser. List values sweep (one
+    cell each), like the other engines' dtype and threads; see docs/llamacpp.md."""
+
+    kind: Literal["llamacpp"]
+    quantization: QuantizationType | list[QuantizationType] | None = Field(
+        None, description="GGUF type (Q4_K_M, Q8_0, F16, ...): cards are quantised to it; a local .gguf is "
+                          "requantised when it differs; default: F16 for a card, a local file as it is")
+    threads: Literal["auto"] | PositiveInt | list[PositiveInt] = "auto"
+    threads_batch: PositiveInt | list[PositiveInt] | None = Field(None, description="prompt threads; default: threads")
+    n_ctx: Annotated[int, Field(ge=64)] | list[Annotated[int, Field(ge=64)]] = Field(
+        4096, description="KV-cache cells, shared by the sequences of a batch")
+    n_batch: PositiveInt | list[PositiveInt] = Field(2048, description="tokens per llama_decode (llama-bench: -b)")
+    n_ubatch: PositiveInt | list[PositiveInt] = Field(512, description="tokens per compute pass (llama-bench: -ub)")
+    flash_attn: FlashAttn | list[FlashAttn] = "auto"
+    kv_cache_type: KvCacheType | list[KvCacheType] = Field(
+        "f16", description="K and V cache element type; a quantised V cache needs flash attention")
+    use_mmap: bool | list[bool] = True
+    use_mlock: bool | list[bool] = False
+    numa: NumaStrategy | list[NumaStrategy] = "disabled"
+    n_gpu_layers: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = Field(
+        0, description="layers offloaded to a GPU (needs a llama.cpp build with a GPU backend)")
+
+    _upper = field_validator("quantization", mode="before")(_upper_quantization)
+    _unique = field_validator("quantization", "threads", "kv_cache_type")(_no_duplicates)
+
+    @model_validator(mode="after")
+    def _batches(self) -> LlamaCppEngineSpec:
+        if isinstance(self.n_batch, int) and isinstance(self.n_ubatch, int) and self.n_ubatch > self.n_batch:
+            raise ValueError("n_ubatch must not exceed n_batch")
+        return self
+
+
+class LlamaServerSpec(Strict):
+    """llama.cpp's own `llama-server` on the cell's GGUF (a card quantised as for the llamacpp engine, or a
+    local .gguf), on 127.0.0.1: `parallel` slots sharing one KV cache of `n_ctx` cells, continuous
+    batching on unless turned off. The binary is built by scripts/build_llama_cpp_tools.sh from the
+    llama.cpp source llama-cpp-python vendors; found as `binary`, $LOKAAL_BENCH_LLAMA_SERVER, that
+    build's cache, or PATH."""
+
+    kind: Literal["llamacpp"]
+    quantization: QuantizationType | None = Field(None, description="as the llamacpp engine's (one type)")
+    parallel: PositiveInt = Field(4, description="slots: requests decoded together (--parallel)")
+    cont_batching: bool = Field(True, description="continuous batching (--cont-batching)")
+    threads: Literal["auto"] | PositiveInt = "auto"
+    threads_batch: PositiveInt | None = None
+    n_ctx: Annotated[int, Field(ge=64)] = Field(8192, description="KV-cache cells shared by all slots")
+    n_batch: PositiveInt = 2048
+    n_ubatch: PositiveInt = 512
+    flash_attn: FlashAttn = "auto"
+    kv_cache_type: KvCacheType = "f16"
+    use_mmap: bool = True
+    use_mlock: bool = False
+    numa: NumaStrategy = "disabled"
+    n_gpu_layers: Annotated[int, Field(ge=0)] = 0
+    binary: str | None = Field(None, description="path of llama-server (default: found as described above)")
+    args: list[str] = Field(default_factory=list, description="extra llama-server arguments, verbatim")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")
+    health_path: str = "/health"
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 600
+
+    _upper = field_validator("quantization", mode="before")(_upper_quantization)
+
+
+def _server_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "llamacpp" if kind == "llamacpp" else "managed"
+
+
+ServerSpec = Annotated[Annotated[ManagedServerSpec, Tag("managed")] | Annotated[LlamaServerSpec, Tag("llamacpp")],
+                       Discriminator(_server_kind)]
+OpenAIEngineSpec.model_rebuild()
+
+EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec | VllmEngineSpec | LlamaCppEngineSpec,
+                       Field(discriminator="kind")]
 SERVED_ENGINES = frozenset({"openai"})
 
 # --- workloads ----------------------------------------------------------------------------------
@@ -411,7 +519,8 @@ class Profile(Strict):
 # --- loading ------------------------------------------------------------------------------------
 
 
-_TAGS = {"transformers", "openai", "vllm", "single-stream", "offline", "prefill-decode", "concurrency", "rate", "fixed",
+_TAGS = {"transformers", "openai", "vllm", "llamacpp", "managed", "single-stream", "offline", "prefill-decode",
+         "concurrency", "rate", "fixed",
          "capacity", "trace", "uniform", "normal", "list",
          "int", "str", "float", "bool", "none"}
 

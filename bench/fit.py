@@ -59,7 +59,27 @@ def activation_bytes(card: Card, dtype: str, context: int, concurrency: int) -> 
     return tokens * (4 * hidden + 2 * intermediate) * DTYPE_BYTES[normalise_dtype(dtype)]
 
 
-def fit(card: Card, dtype: str, context: int, concurrency: int, capacity: int, device: str = "cpu") -> FitResult:
+def fit(card: Card, dtype: str, context: int, concurrency: int, capacity: int, device: str = "cpu",
+        quantization: str | None = None, kv_cache_type: str | None = None,
+        weight_bytes: int | None = None) -> FitResult:
+    """`quantization` (a GGUF type, llama.cpp): weights at its size (`weight_bytes` when a file says
+    exactly), the KV cache at `kv_cache_type` (f16, q8_0, q4_0), activations in float32 (llama.cpp's)."""
+    if quantization is not None:
+        from bench.models.gguf_types import kv_bytes_per_element, normalise_quantization, weight_bytes_estimate
+
+        kv_type = kv_cache_type or "f16"
+        per_token = card.kv_cache_bytes_per_token("float16") * kv_bytes_per_element(kv_type) / 2
+        return FitResult(
+            card=card.name,
+            dtype=f"{normalise_quantization(quantization)} (KV {kv_type})",
+            context=context,
+            concurrency=concurrency,
+            weights=weight_bytes or weight_bytes_estimate(card.parameter_count(), quantization),
+            kv_cache=int(concurrency * context * per_token),
+            activations=activation_bytes(card, "float32", context, concurrency),
+            overhead=RUNTIME_OVERHEAD[device],
+            capacity=capacity,
+        )
     return FitResult(
         card=card.name,
         dtype=normalise_dtype(dtype),
@@ -74,17 +94,18 @@ def fit(card: Card, dtype: str, context: int, concurrency: int, capacity: int, d
 
 
 def largest(card: Card, dtype: str, capacity: int, device: str, *, context: int | None = None,
-            concurrency: int | None = None) -> int:
+            concurrency: int | None = None, quantization: str | None = None, kv_cache_type: str | None = None) -> int:
     """The longest context (given a concurrency) or the largest concurrency (given a context) that
     fits, up to the model's maximum context; 0 when even one token does not."""
     limit = int(card.config.get("max_position_embeddings", 131072))
+    gguf = {"quantization": quantization, "kv_cache_type": kv_cache_type}
     if context is None:
         def fits_at(n: int) -> bool:
-            return fit(card, dtype, n, concurrency or 1, capacity, device).fits
+            return fit(card, dtype, n, concurrency or 1, capacity, device, **gguf).fits
         high = limit
     else:
         def fits_at(n: int) -> bool:
-            return fit(card, dtype, context, n, capacity, device).fits
+            return fit(card, dtype, context, n, capacity, device, **gguf).fits
         high = 1 << 20
     if not fits_at(1):
         return 0
@@ -122,8 +143,16 @@ def measured_check(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scenario = summary["config"]["scenario"]
         context = int(scenario.get("depth", 0) + (metrics["input_tokens"]["value"] + metrics["output_tokens"]["value"])
                       / ok)
-        predicted = fit(load_card(card_name), engine.get("dtype", "bfloat16"), context,
-                        scenario.get("batch_size", 1), 0, device).needed
+        settings = summary["config"]["engine"]
+        gguf = (summary.get("model") or {}).get("gguf")
+        if gguf:  # llama.cpp: the file's real tensor bytes and the cell's KV-cache type
+            predicted = fit(load_card(card_name), "float16", context, scenario.get("batch_size", 1), 0, device,
+                            quantization=gguf.get("file_type") or "F16",
+                            kv_cache_type=engine.get("kv_cache_type") or settings.get("kv_cache_type"),
+                            weight_bytes=gguf.get("tensor_bytes")).needed
+        else:
+            predicted = fit(load_card(card_name), engine.get("dtype", "bfloat16"), context,
+                            scenario.get("batch_size", 1), 0, device).needed
         memory = summary.get("memory") or {}
         measured = (max(memory.get("gpu_used_peak_bytes") or [0]) if device == "gpu"
                     else peak_host_bytes(memory))

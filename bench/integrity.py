@@ -56,6 +56,10 @@ def model_weight_hashes(model_dir: Path) -> dict[str, str]:
     """SHA-256 of a model's weight files. A synthetic model's marker already holds them."""
     from bench.models import read_marker
 
+    if model_dir.is_file():  # a GGUF file (llama.cpp): hashed once, the digest kept beside it
+        from bench.models.gguf import file_sha256
+
+        return {model_dir.name: file_sha256(model_dir)}
     marker = read_marker(model_dir)
     if marker and marker.get("weight_files"):
         return {name: entry["sha256"] for name, entry in sorted(marker["weight_files"].items())}

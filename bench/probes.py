@@ -95,7 +95,8 @@ def matmul_throughput(device: str, quick: bool) -> dict[str, Any]:
 def disk_read(directory: Path, limit_bytes: int) -> dict[str, Any]:
     """Sequential read speed of a model directory's weight files, past the page cache where the
     kernel allows it (posix_fadvise DONTNEED): it bounds how fast a model can load."""
-    files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+    files = [Path(directory)] if Path(directory).is_file() else sorted(  # a GGUF file, or a model directory
+        p for p in Path(directory).iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
     read = 0
     start = time.perf_counter()
     for path in files:

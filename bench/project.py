@@ -159,9 +159,23 @@ def held_out_errors(samples: list[Sample]) -> dict[str, dict[str, Any]]:
 
 
 def project(samples: list[Sample], card_config: dict[str, Any], limits: dict[str, Any], engine: str,
-            batch_sizes: list[int], prompt: int, output: int) -> dict[str, Any]:
-    """Projected prefill and decode tok/s, TTFT and ITL per batch size, with held-out error bars."""
-    inputs = model_inputs(card_config, limits["dtype"])
+            batch_sizes: list[int], prompt: int, output: int, quantization: str | None = None,
+            kv_cache_type: str | None = None) -> dict[str, Any]:
+    """Projected prefill and decode tok/s, TTFT and ITL per batch size, with held-out error bars.
+    `quantization` (a GGUF type): the weights at its estimated size, the KV cache at `kv_cache_type`."""
+    gguf = None
+    if quantization is not None:
+        from bench.models.cards import Card
+        from bench.models.gguf_types import weight_bytes_estimate
+
+        card = Card("model", "model", None, "", "", card_config)
+        total = weight_bytes_estimate(card.parameter_count(), quantization)
+        # an input embedding beside a separate output matrix is looked up, not read, per step
+        tied = bool(card_config.get("tie_word_embeddings", card_config.get("model_type") == "gemma2"))
+        embedding = 0 if tied else weight_bytes_estimate(
+            int(card_config["vocab_size"]) * int(card_config["hidden_size"]), quantization)
+        gguf = {"tensor_bytes": total, "decode_read_bytes": total - embedding, "file_type": quantization}
+    inputs = model_inputs(card_config, limits["dtype"], gguf=gguf, kv_cache_type=kv_cache_type)
     if inputs is None:
         raise BenchError("the analytic size formulas do not know this model's architecture")
     errors = held_out_errors(samples)
@@ -223,7 +237,9 @@ def size_points(result_dirs: list[Path], samples: list[Sample], engine: str, bat
                 model = summary.get("model") or {}
                 points.append({"machine": machine, "model": model.get("name"), "decode_tok_s": decode,
                                "parameters": model.get("parameter_count"), "projected": False, "error": None})
-                devices.append((str(summary["engine"].get("device", "cpu")), str(summary["engine"].get("dtype"))))
+                engine = summary["engine"]
+                devices.append((str(engine.get("device", "cpu")),
+                                str(engine.get("compute_dtype") or engine.get("dtype"))))
                 if summary["config"]["model"].get("card"):
                     names.append(summary["config"]["model"]["card"])
             if devices and (limits := hardware_limits(manifest.get("probes") or {}, *max(devices, key=devices.count))):

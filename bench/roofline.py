@@ -15,13 +15,28 @@ from typing import Any
 _TFLOPS_KEY = {"float32": "float32_tflops", "bfloat16": "bfloat16_tflops", "float16": "float16_tflops"}
 
 
-def model_inputs(config: dict[str, Any], dtype: str) -> dict[str, Any] | None:
+def model_inputs(config: dict[str, Any], dtype: str, gguf: dict[str, Any] | None = None,
+                 kv_cache_type: str | None = None) -> dict[str, Any] | None:
     """A model's bytes and FLOPs per token from its config (None for an architecture the analytic
-    formulas of bench/models/cards.py do not know)."""
+    formulas of bench/models/cards.py do not know). A GGUF model (llama.cpp) brings its file's real
+    tensor bytes (a Q4_K_M file is Q4_K and Q6_K mixed), the bytes a decode step reads (an input
+    embedding table beside a separate output matrix is only looked up), and its KV-cache type."""
     from bench.models import Card
+    from bench.models.gguf_types import kv_bytes_per_element
 
     card = Card("model", "model", None, "", "", config)
     try:
+        if gguf is not None:
+            kv_scale = kv_bytes_per_element(kv_cache_type or "f16") / 2
+            return {
+                "weight_bytes": int(gguf["tensor_bytes"]),
+                "decode_read_bytes": int(gguf.get("decode_read_bytes") or gguf["tensor_bytes"]),
+                "kv_cache_bytes_per_token": int(card.kv_cache_bytes_per_token("float16") * kv_scale),
+                "kv_cache_type": kv_cache_type or "f16",
+                "quantization": gguf.get("file_type"),
+                "flops_per_token": card.flops_per_token(0),
+                "attention_flops_per_token_per_context": card.flops_per_token(1) - card.flops_per_token(0),
+            }
         return {
             "weight_bytes": card.weight_bytes(dtype),
             "kv_cache_bytes_per_token": card.kv_cache_bytes_per_token(dtype),
@@ -70,9 +85,10 @@ def bounds(model: dict[str, Any], limits: dict[str, Any], batch: int, prompt: fl
     per_context = model["attention_flops_per_token_per_context"]
     decode_context = depth + prompt + output / 2  # the mean cache length while decoding
     prefill_context = depth + prompt / 2  # a prompt token attends to half the prompt, on average
+    read = model.get("decode_read_bytes", weights)  # GGUF: what a step reads (see model_inputs)
     return {
         "decode": {
-            "memory bandwidth": batch * bandwidth / (weights + batch * decode_context * kv),
+            "memory bandwidth": batch * bandwidth / (read + batch * decode_context * kv),
             "compute": flops / (model["flops_per_token"] + per_context * decode_context),
         },
         "prefill": {
@@ -102,7 +118,9 @@ def for_cell(summary: dict[str, Any], probes: dict[str, Any]) -> dict[str, Any] 
     metrics = summary.get("metrics") or {}
     if summary.get("status") != "COMPLETED" or not model or not metrics:
         return None
-    limits = hardware_limits(probes, str(engine.get("device", "cpu")), str(engine.get("dtype", "")))
+    # llama.cpp's quantised kernels have no probed FLOP/s of their own: its engine names the proxy.
+    compute = str(engine.get("compute_dtype") or engine.get("dtype", ""))
+    limits = hardware_limits(probes, str(engine.get("device", "cpu")), compute)
     if limits is None:
         return None
     shape = cell_shape(summary)

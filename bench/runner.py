@@ -197,6 +197,8 @@ class Runner:
                     cache_dir=_cache_dir(cell),
                     allow_pickle=model.get("allow_pickle", False),
                     progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
+                    gguf=key[4][0],
+                    quantization=key[4][1],
                 )
                 self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
                 self.model_paths[key] = resolved.path
@@ -339,9 +341,12 @@ class Runner:
 
 
 def _model_key(cell: Cell) -> tuple[Any, ...]:
+    from bench.models.gguf_resolve import wants_gguf
+
     model = cell.model
+    gguf = wants_gguf(cell.engine)  # llama.cpp cells: a GGUF file, at the engine's (or server's) quantisation
     return (model.get("card"), model.get("resolved_path") or model.get("path"),
-            cell.engine.get("dtype", "bfloat16"), model.get("seed", 0))
+            cell.engine.get("dtype", "bfloat16") if not gguf[0] else gguf[1] or "gguf", model.get("seed", 0), gguf)
 
 
 def _cache_dir(cell: Cell) -> Path | None:

@@ -285,7 +285,13 @@ def estimate_run(cells: list[Any]) -> RunEstimate:
         weights = None
         if cell.model.get("card") and cell.engine["kind"] != "openai":
             try:
-                weights = load_card(cell.model["card"]).weight_bytes(cell.engine.get("dtype") or "bfloat16")
+                card = load_card(cell.model["card"])
+                if cell.engine["kind"] == "llamacpp":  # a GGUF at its quantisation
+                    from bench.models.gguf_types import weight_bytes_estimate
+
+                    weights = weight_bytes_estimate(card.parameter_count(), cell.engine.get("quantization") or "F16")
+                else:
+                    weights = card.weight_bytes(cell.engine.get("dtype") or "bfloat16")
             except UnknownCardError:
                 weights = None
         estimates.append(estimate_cell(cell.id, cell.label, cell.run, cell.scenario, weights))

@@ -56,7 +56,7 @@ class Engine(Protocol):
 
 
 def create_engine(settings: dict[str, Any], model_path: str, model_info: dict[str, Any]) -> Engine:
-    """Engines are imported by kind, so importing bench never imports torch or vLLM."""
+    """Engines are imported by kind, so importing bench never imports torch, vLLM or llama.cpp."""
     kind = settings["kind"]
     if kind == "transformers":
         from bench.engines.transformers_engine import TransformersEngine
@@ -70,4 +70,8 @@ def create_engine(settings: dict[str, Any], model_path: str, model_info: dict[st
         from bench.engines.vllm_engine import VllmEngine
 
         return VllmEngine(settings, model_path, model_info)
+    if kind == "llamacpp":
+        from bench.engines.llamacpp_engine import LlamaCppEngine
+
+        return LlamaCppEngine(settings, model_path, model_info)
     raise ValueError(f"unknown engine kind {kind!r}")

@@ -33,6 +33,7 @@ class OpenAIEngine:
             raise RuntimeError(f"the profile names {key_env} for the API key, but it is not set")
         self.server_models: list[Any] = []
         self.tokenizer: Any = None
+        self._model_config: dict[str, Any] | None = None
 
     @property
     def route(self) -> str:
@@ -61,13 +62,46 @@ class OpenAIEngine:
             self.server_models.append([m.get("id") for m in json.loads(body).get("data", [])])
         return {"load_s": time.perf_counter() - start, **self.describe()}
 
+    @property
+    def gguf(self) -> bool:
+        return self.model_path.is_file() and self.model_path.suffix == ".gguf"
+
+    def _config(self) -> dict[str, Any]:
+        """The model's config.json, or for a GGUF file (llama-server) its card's config or its header's."""
+        if self._model_config is None:
+            if self.gguf:
+                from bench.models import resolve_model
+
+                self._model_config = resolve_model(None, str(self.model_path), "auto", 0, None, gguf=True).config
+            else:
+                self._model_config = json.loads((self.model_path / "config.json").read_text())
+        return self._model_config
+
+    def _server_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to the first endpoint's own root (llama-server's /tokenize and /detokenize)."""
+        import http.client
+
+        host, port, _ = self.address(0)
+        connection = http.client.HTTPConnection(host, port, timeout=60)
+        try:
+            connection.request("POST", path, json.dumps(body), {"content-type": "application/json"})
+            response = connection.getresponse()
+            data = response.read()
+        finally:
+            connection.close()
+        if response.status != 200:
+            raise RuntimeError(f"{path} answered HTTP {response.status}")
+        return dict(json.loads(data))
+
     def token_space(self) -> TokenSpace:
-        config = json.loads((self.model_path / "config.json").read_text())
+        config = self._config()
         special = {config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")} - {None}
         flat = {i for s in special for i in (s if isinstance(s, list) else [s])}
         return TokenSpace(int(config["vocab_size"]), frozenset(flat))
 
     def encode(self, text: str) -> list[int]:
+        if self.gguf:  # the GGUF's own tokenizer, as the server holds it
+            return [int(t) for t in self._server_call("/tokenize", {"content": text, "add_special": True})["tokens"]]
         if self.tokenizer is None:
             from transformers import AutoTokenizer
 
@@ -88,11 +122,17 @@ class OpenAIEngine:
             body.update(ignore_eos=True, min_tokens=request.output_tokens)
         if (self.settings.get("server") or {}).get("kind") == "vllm":
             body["return_token_ids"] = True  # exact token counts per chunk (a vLLM extension)
+        if (self.settings.get("server") or {}).get("kind") == "llamacpp":
+            # llama-server: a token count in every chunk (timings_per_token), and no reuse of a slot's
+            # KV cache for a prompt that shares a prefix with the last one (as prefix caching stays off).
+            body.update(timings_per_token=True, cache_prompt=False)
         if self.settings.get("api") == "chat":  # chat takes text: the synthetic tokens, decoded
             body["messages"] = [{"role": "user", "content": self.decode(body.pop("prompt"))}]
         return body
 
     def decode(self, token_ids: list[int]) -> str:
+        if self.gguf:
+            return str(self._server_call("/detokenize", {"tokens": list(token_ids)})["content"])
         if self.tokenizer is None:
             from transformers import AutoTokenizer
 

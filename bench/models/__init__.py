@@ -89,6 +89,8 @@ class ResolvedModel:
     parameter_count: int
     weight_bytes: int  # parameter_count x bytes per element of `dtype`: what the loaded weights occupy
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    # GGUF models (llama.cpp): the file's real tensor bytes by ggml type, and what a decode step reads.
+    gguf: dict[str, Any] | None = field(default=None, repr=False)
 
 
 def resolve_model(
@@ -99,14 +101,24 @@ def resolve_model(
     cache_dir: Path | None,
     allow_pickle: bool = False,
     progress: Progress | None = None,
+    gguf: bool = False,
+    quantization: str | None = None,
 ) -> ResolvedModel:
     """Either materialise a card with synthetic weights, or check a local model directory.
 
     Exactly one of `card` and `path` must be given. `dtype` may be "auto": the checkpoint's dtype for a
-    local directory, bfloat16 for a card.
+    local directory, bfloat16 for a card. `gguf` (llama.cpp): a GGUF file instead, at `quantization`
+    (bench/models/gguf_resolve.py).
     """
     if (card is None) == (path is None):
         raise ModelError("give exactly one of a model card (--model) or a local model directory (--model-path)")
+    if gguf:
+        from bench.models.gguf_resolve import resolve_gguf
+
+        return resolve_gguf(card, path, quantization, seed, cache_dir, progress)
+    if path is not None and str(path).lower().endswith(".gguf"):
+        raise ModelError(f"{path}: a GGUF file runs on the llamacpp engine or a llama-server "
+                         "(engine kind llamacpp, or openai with server kind llamacpp), not on this engine")
     if card is not None:
         the_card = load_card(card)
         dtype = _SYNTHETIC_AUTO_DTYPE if dtype == "auto" else normalise_dtype(dtype)

@@ -25,6 +25,8 @@ class StreamResult:
     error: str | None = None
     # The streamed text, piece by piece: hashed into the record, kept whole only with run.store_text.
     pieces: list[str] = field(default_factory=list)
+    # Tokens the server said it generated so far (llama-server's per-chunk timings.predicted_n), when it says.
+    server_counted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -120,12 +122,17 @@ class Connection:
             message = json.loads(data)
             if message.get("usage"):
                 result.usage_completion_tokens = message["usage"].get("completion_tokens")
+            # llama-server holds back a token that ends inside a UTF-8 character and sends it with the next:
+            # its per-chunk count (timings_per_token) is then exact where the chunks are not.
+            counted = (message.get("timings") or {}).get("predicted_n")
             for choice in message.get("choices") or []:
-                tokens = _chunk_tokens(choice)
+                tokens = _chunk_tokens(choice) if counted is None else max(0, int(counted) - result.server_counted)
                 if tokens and result.first_token is None:
                     result.first_token = now
                 result.token_times += [now] * tokens
                 result.pieces.append(_choice_text(choice))
+            if counted is not None:
+                result.server_counted = max(result.server_counted, int(counted))
         return False
 
 

