@@ -145,6 +145,21 @@ def point_label(point: dict[str, Any]) -> str:
     return f"pp{point['prompt_tokens']}+tg{point['gen_tokens']}{depth}{batch}"
 
 
+def comparison_group(label: str) -> tuple[str, ...]:
+    """A cell label without its engine: model, workload and scenario point ('m | engine | w | point')."""
+    parts = label.split(" | ")
+    return (parts[0], *parts[2:]) if len(parts) >= 3 else tuple(parts)
+
+
+def side_by_side(items: list[Any], label_of: Any) -> list[Any]:
+    """Items in an order where cells of the same model, workload and scenario point sit together (their
+    engines side by side: llama.cpp at Q4_K_M beside transformers), groups in order of first appearance."""
+    order: dict[tuple[str, ...], int] = {}
+    for item in items:
+        order.setdefault(comparison_group(label_of(item)), len(order))
+    return sorted(items, key=lambda item: order[comparison_group(label_of(item))])
+
+
 def engine_label(engine: dict[str, Any]) -> str:
     if engine["kind"] == "llamacpp" or (engine.get("server") or {}).get("kind") == "llamacpp":
         from bench.engines.llamacpp_label import llamacpp_label

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cells import comparison_group
 from bench.errors import BenchError
 from bench.metrics import METRIC_INFO, e2e_latency, inter_token_latencies, percentile, tpot, ttft
 from bench.records import RequestRecord, read_records
@@ -154,7 +155,11 @@ def compare(a_path: Path, b_path: Path, metrics: list[str] | None = None, min_ef
     names = metrics or DEFAULT_METRICS
     parsed = [(name, *split_metric(name)) for name in names]
     cells, unmatched = [], []
-    for cell_id in sorted(set(a_cells) | set(b_cells), key=lambda c: (a_cells.get(c) or b_cells[c]).get("label", "")):
+    def order(cell_id: str) -> tuple[tuple[str, ...], str]:  # the same point on each engine, together
+        label = (a_cells.get(cell_id) or b_cells[cell_id]).get("label", "")
+        return comparison_group(label), label
+
+    for cell_id in sorted(set(a_cells) | set(b_cells), key=order):
         one, other = a_cells.get(cell_id), b_cells.get(cell_id)
         label = (one or other or {}).get("label", cell_id)
         if one is None or other is None:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.cells import Cell, engine_label, point_label
+from bench.cells import Cell, engine_label, point_label, side_by_side
 from bench.metrics import peak_host_bytes
 
 
@@ -60,6 +60,7 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
     """One row per cell with the headline numbers, units in the column heads, and the numbered
     reasons of failed cells. Model and engine get a column only when they differ between cells,
     else they go in the caption, to keep the table narrow."""
+    summaries = side_by_side(summaries, lambda s: s["label"])  # the same point on each engine, together
     models = {_model_name(s["config"]) for s in summaries}
     engines = {engine_label(s["config"]["engine"]) for s in summaries}
     caption = []

@@ -143,7 +143,7 @@ def measured_check(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scenario = summary["config"]["scenario"]
         context = int(scenario.get("depth", 0) + (metrics["input_tokens"]["value"] + metrics["output_tokens"]["value"])
                       / ok)
-        settings = summary["config"]["engine"]
+        settings = summary["config"].get("engine") or {}
         gguf = (summary.get("model") or {}).get("gguf")
         if gguf:  # llama.cpp: the file's real tensor bytes and the cell's KV-cache type
             predicted = fit(load_card(card_name), "float16", context, scenario.get("batch_size", 1), 0, device,

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.cells import side_by_side
 from bench.compare import split_metric
 from bench.metrics import METRIC_INFO
 from bench.resultset import ResultSet, find_result_sets
@@ -58,7 +59,8 @@ def cell_rows(paths: list[Path], metrics: list[str]) -> list[dict[str, Any]]:
             for name in metrics:
                 row[name] = metric_value(summary, name) if summary.get("status") == "COMPLETED" else None
             rows.append(row)
-    return rows
+    # Comparable cells together: the same model, workload and point on each engine (and in each result set).
+    return side_by_side(rows, lambda row: row["cell"])
 
 
 def _text(value: Any) -> str:

@@ -126,3 +126,25 @@ def capacity_result_set(tmp_path_factory: pytest.TempPathFactory, model_cache: P
         proc.kill()
         proc.wait()
     return out
+
+
+REQUIRE_ENGINES_ENV = "LOKAAL_BENCH_REQUIRE_ENGINES"
+
+
+def engine_required(name: str) -> bool:
+    """CI sets LOKAAL_BENCH_REQUIRE_ENGINES (e.g. "llamacpp"): then a missing engine fails its tests."""
+    return name in os.environ.get(REQUIRE_ENGINES_ENV, "").replace(",", " ").split()
+
+
+def optional_engine(name: str, modules: tuple[str, ...], install: str) -> list[pytest.MarkDecorator]:
+    """Marks for the tests of an optional engine: its marker, and a skip with the reason when one of its
+    modules is not importable; where LOKAAL_BENCH_REQUIRE_ENGINES names the engine, collecting the module
+    fails instead, so a CI run that should test the engine cannot pass without it."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing and engine_required(name):
+        pytest.fail(f"{REQUIRE_ENGINES_ENV} requires the {name} engine, but {', '.join(missing)} cannot be "
+                    f"imported ({install})", pytrace=False)
+    return [getattr(pytest.mark, name),
+            pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed ({install})")]

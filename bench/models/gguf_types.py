@@ -14,10 +14,11 @@ QUANTIZATION_TYPES: tuple[str, ...] = (
     "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q2_K",
 )
 
-# Bits per weight of the large matrices, the whole model averaged, as llama.cpp's quantiser writes
-# Llama-shaped models: block formats exactly (Q8_0: 34 bytes per 32 weights), mixed K formats as
-# measured on the llama-3.2-1b card here (Q4_K_M mixes Q4_K with Q6_K for attn_v, ffn_down and the
-# output matrix). Used only where no file exists yet: a materialised or local GGUF reports its own.
+# Bits per weight, the whole model averaged, as llama.cpp's quantiser writes Llama-shaped models: block
+# formats exactly (Q8_0: 34 bytes per 32 weights), mixed K formats approximately (Q4_K_M mixes Q4_K with
+# Q6_K for attn_v, ffn_down and the output matrix: 5.18 measured on the llama-3.2-1b card, whose tied
+# 128k-token embedding is Q6_K; nearer 4.9 on 7-8B models). Used only where no file exists yet: a
+# materialised or local GGUF reports its own bytes.
 BITS_PER_WEIGHT: dict[str, float] = {
     "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K_M": 5.75, "Q5_K_S": 5.55,
     "Q5_1": 6.0, "Q5_0": 5.5, "Q4_K_M": 5.0, "Q4_K_S": 4.65, "Q4_1": 5.0, "Q4_0": 4.5, "Q3_K_L": 4.3,

@@ -62,11 +62,22 @@ class Connection:
             head += f"authorization: Bearer {self.api_key}\r\n"
         result = StreamResult(sent=time.perf_counter())
         try:
-            reader, writer = await self._ensure()
-            result.sent = time.perf_counter()
-            writer.write(head.encode() + b"\r\n" + body)
-            await writer.drain()
-            await asyncio.wait_for(self._read(reader, result), timeout_s)
+            for attempt in (1, 2):
+                reused = self.writer is not None and not self.writer.is_closing()
+                reader, writer = await self._ensure()
+                result.sent = time.perf_counter()
+                writer.write(head.encode() + b"\r\n" + body)
+                await writer.drain()
+                try:
+                    await asyncio.wait_for(self._read(reader, result), timeout_s)
+                    break
+                except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                    # A kept-alive connection the server had already closed (llama-server closes one after
+                    # every streamed response): it never saw the request, so send it once more on a new one.
+                    if attempt == 2 or not reused or result.status is not None:
+                        raise exc from None
+                    await self.close()
+                    self.writer = None
         except asyncio.TimeoutError:
             result.error = f"timed out after {timeout_s:g} s"
             await self.close()
