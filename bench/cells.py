@@ -68,8 +68,9 @@ def cell_identity(model: dict, engine: dict, workload: dict | None, scenario: di
     return {
         "v": CELL_ID_VERSION,
         "model": model_id,
-        # fields added later enter the identity only when set, so earlier cells keep their ids
-        "engine": {k: v for k, v in engine.items() if not (k == "server" and v is None)},
+        # fields added later enter the identity only when set, so earlier cells keep their ids; `models`
+        # only chooses which models an engine runs, not how a cell is measured
+        "engine": {k: v for k, v in engine.items() if not (k == "server" and v is None) and k != "models"},
         "workload": workload_id,
         # A trace is identified by its content hash, not by where it lies on this machine.
         "scenario": {k: v for k, v in scenario.items() if not (k == "file" and scenario["kind"] == "trace")},
@@ -202,6 +203,8 @@ def expand(profile: Profile, profile_path: Path) -> list[Cell]:
     for model_spec in profile.models:
         model = _resolved_model(model_spec, profile_path)
         for engine_spec in profile.engines:
+            if not engine_spec.runs(model_spec):
+                continue
             for engine in _engine_variants(engine_spec.model_dump()):
                 for scenario_spec in profile.scenarios:
                     if (scenario_spec.kind in SERVED_SCENARIOS) != (engine["kind"] in SERVED_ENGINES):

