@@ -244,7 +244,15 @@ class LlamaCppEngineSpec(EngineBase):
     def _batches(self) -> LlamaCppEngineSpec:
         if isinstance(self.n_batch, int) and isinstance(self.n_ubatch, int) and self.n_ubatch > self.n_batch:
             raise ValueError("n_ubatch must not exceed n_batch")
+        _quantised_v_needs_flash_attention(self.kv_cache_type, self.flash_attn)
         return self
+
+
+def _quantised_v_needs_flash_attention(kv: Any, flash: Any) -> None:
+    """llama.cpp refuses a quantised V cache without flash attention: bad input, not a failed cell.
+    (Swept lists are left to the cells, which fail with llama.cpp's reason.)"""
+    if isinstance(kv, str) and kv.startswith("q") and flash in ("off", False):
+        raise ValueError(f"kv_cache_type {kv} needs flash attention (flash_attn: auto or on)")
 
 
 class LlamaServerSpec(Strict):
@@ -276,6 +284,11 @@ class LlamaServerSpec(Strict):
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600
 
     _upper = field_validator("quantization", mode="before")(_upper_quantization)
+
+    @model_validator(mode="after")
+    def _cache(self) -> LlamaServerSpec:
+        _quantised_v_needs_flash_attention(self.kv_cache_type, self.flash_attn)
+        return self
 
 
 def _server_kind(value: Any) -> str:

