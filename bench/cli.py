@@ -21,9 +21,9 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 def _execute_run(profile_path: Path, args: argparse.Namespace, console: Console,
                  source: str | None = None) -> tuple[int, Path]:
     """Plan, run with progress, print the summary; returns the exit code and the result set's path."""
-    from bench.display import RunDisplay, summary_table
-    from bench.environment import collect_environment
-    from bench.runner import Runner, RunObserver, plan_run
+    from bench.run.display import RunDisplay, summary_table
+    from bench.run.environment import collect_environment
+    from bench.run.runner import Runner, RunObserver, plan_run
 
     environment = collect_environment()
     plan = plan_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
@@ -55,7 +55,7 @@ def _execute_run(profile_path: Path, args: argparse.Namespace, console: Console,
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from bench.runner import default_profile
+    from bench.run.runner import default_profile
 
     code, _ = _execute_run(Path(args.profile) if args.profile else default_profile(), args, console)
     return code
@@ -64,7 +64,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _cmd_rerun(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from bench.reproduce import agreement, stored_profile
+    from bench.readers.rerun import agreement, stored_profile
 
     first = Path(args.result_dir)
     anchor, source = stored_profile(first)
@@ -89,9 +89,9 @@ def _cmd_rerun(args: argparse.Namespace, console: Console) -> int:
 def _cmd_validate(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from bench.cells import expand
-    from bench.config import load_profile
-    from bench.sizing import estimate_run, format_duration
+    from bench.measure.sizing import estimate_run, format_duration
+    from bench.profile.cells import expand
+    from bench.profile.spec import load_profile
 
     path = Path(args.profile)
     profile = load_profile(path)
@@ -144,7 +144,7 @@ def _count(n: int) -> str:
 def _cmd_env(args: argparse.Namespace, console: Console) -> int:
     import json
 
-    from bench.environment import collect_environment, format_environment
+    from bench.run.environment import collect_environment, format_environment
 
     environment = collect_environment()
     if args.json:
@@ -155,14 +155,14 @@ def _cmd_env(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    from bench.integrity import describe, verify
+    from bench.results.integrity import describe, verify
 
     outcome = verify(Path(args.result_dir), Path(args.public_key) if args.public_key else None)
     if outcome.ok:
         console.print(f"{args.result_dir}: OK, {outcome.files_checked} file(s) match their recorded SHA-256; "
                       f"signature {outcome.signature}", highlight=False)
         if outcome.upgraded_from is not None:
-            from bench.upgrade import SCHEMA_VERSION
+            from bench.results.upgrade import SCHEMA_VERSION
 
             console.print(f"written with result-set schema v{outcome.upgraded_from}: readers upgrade it to "
                           f"v{SCHEMA_VERSION} on read, the files stay as sealed", highlight=False)
@@ -172,7 +172,7 @@ def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_sign(args: argparse.Namespace, console: Console) -> int:
-    from bench.integrity import sign
+    from bench.results.integrity import sign
 
     path = sign(Path(args.result_dir), Path(args.key))
     console.print(f"signed: {path}", highlight=False)
@@ -180,7 +180,7 @@ def _cmd_sign(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace, console: Console) -> int:
-    from bench.integrity import generate_keypair
+    from bench.results.integrity import generate_keypair
 
     generate_keypair(Path(args.private), Path(args.public))
     console.print(f"Ed25519 key pair: private {args.private} (keep it secret), public {args.public} (share it)",
@@ -194,7 +194,7 @@ def _cmd_probe(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
     from bench.netguard import apply_offline_env
-    from bench.probes import probe_in_subprocess
+    from bench.run.probes import probe_in_subprocess
 
     apply_offline_env()
     with console.status("probing (memory bandwidth, matrix multiply per dtype, disk, GPUs)..."):
@@ -233,9 +233,9 @@ def _cmd_probe(args: argparse.Namespace, console: Console) -> int:
 def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from bench.environment import collect_environment
-    from bench.fit import capacity_of, fit, largest, measured_check
     from bench.models import list_cards, load_card
+    from bench.planning.memory_fit import capacity_of, fit, largest, measured_check
+    from bench.run.environment import collect_environment
 
     capacity = int(args.memory_gib * 2**30) if args.memory_gib else capacity_of(collect_environment(), args.device,
                                                                                    args.gpus)
@@ -258,7 +258,7 @@ def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(table)
     if args.results:
-        from bench.resultset import ResultSet
+        from bench.results.resultset import ResultSet
 
         summaries = []
         for directory in args.results:
@@ -280,10 +280,10 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
 
     from rich.table import Table
 
+    from bench.measure.roofline import hardware_limits
     from bench.models import load_card
-    from bench.project import calibration_samples, catalogue_limits, project
-    from bench.resultset import ResultSet
-    from bench.roofline import hardware_limits
+    from bench.planning.projection import calibration_samples, catalogue_limits, project
+    from bench.results.resultset import ResultSet
 
     samples = calibration_samples([Path(p) for p in args.results])
     if not samples:
@@ -325,8 +325,8 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
                       f"cache; use more devices (--devices)")
     console.print(f"[yellow]{result['caveat']}[/]")
     if args.plot:
-        from bench import plots
-        from bench.project import size_points
+        from bench.planning.projection import size_points
+        from bench.readers import plots
 
         batch = (args.batch or [1])[0]
         source = "measured probes" if Path(args.hardware).is_dir() else "catalogue"
@@ -339,8 +339,8 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from bench.plan import parse_slo, plan
-    from bench.tables import render, terminal_table
+    from bench.planning.capacity_plan import parse_slo, plan
+    from bench.readers.tables import render, terminal_table
 
     question = parse_slo(args.slo)
     rows = plan([Path(p) for p in args.results], args.model, args.users, question)
@@ -368,14 +368,14 @@ def _cmd_plan(args: argparse.Namespace, console: Console) -> int:
 def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from bench.compare import compare, parse_fail_on, regressions
+    from bench.readers.compare import compare, parse_fail_on, regressions
 
     thresholds = parse_fail_on(args.fail_on) if args.fail_on else []
     metrics = args.metric or None
     if thresholds:  # every gated metric is compared, whatever --metric says
         metrics = list(dict.fromkeys([*(metrics or []), *(t.metric for t in thresholds)])) if metrics else None
         if metrics is None:
-            from bench.compare import DEFAULT_METRICS
+            from bench.readers.compare import DEFAULT_METRICS
 
             metrics = list(dict.fromkeys([*DEFAULT_METRICS, *(t.metric for t in thresholds)]))
     result = compare(Path(args.a), Path(args.b), metrics, min_effect=args.min_effect, alpha=args.alpha)
@@ -421,7 +421,7 @@ def _cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_table(args: argparse.Namespace, console: Console) -> int:
-    from bench.tables import DEFAULT_COLUMNS, cell_rows, heading, render, terminal_table
+    from bench.readers.tables import DEFAULT_COLUMNS, cell_rows, heading, render, terminal_table
 
     metrics = args.metric or DEFAULT_COLUMNS
     rows = cell_rows([Path(p) for p in args.results], metrics)
@@ -438,8 +438,8 @@ def _cmd_table(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from bench.report import write_report
-    from bench.tables import result_set_paths
+    from bench.readers.report import write_report
+    from bench.readers.tables import result_set_paths
 
     paths = [Path(p) for p in args.results]
     if not result_set_paths(paths):
@@ -451,8 +451,8 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_plot(args: argparse.Namespace, console: Console) -> int:
     import bench
-    from bench import plots
-    from bench.tables import result_set_paths
+    from bench.readers import plots
+    from bench.readers.tables import result_set_paths
 
     paths = result_set_paths([Path(p) for p in args.results])
     if not paths:
@@ -470,8 +470,8 @@ def _cmd_plot(args: argparse.Namespace, console: Console) -> int:
 def _cmd_history(args: argparse.Namespace, console: Console) -> int:
     from rich.table import Table
 
-    from bench import plots
-    from bench.history import collect, prometheus_text, pytest_benchmark_json, trend_figure
+    from bench.readers import plots
+    from bench.readers.history import collect, prometheus_text, pytest_benchmark_json, trend_figure
 
     series = collect([Path(p) for p in args.results], args.metric, args.cell)
     if not series:
@@ -531,7 +531,7 @@ def _cmd_calibrate(args: argparse.Namespace, console: Console) -> int:
         console.print("[red]no level kept its p99 timing errors within bounds[/]")
     if args.output:
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    from bench.environment import collect_environment
+    from bench.run.environment import collect_environment
     from bench.serving.calibrate import save_latest
 
     saved = save_latest(result, collect_environment()["machine_id"])  # served runs record it in their manifest

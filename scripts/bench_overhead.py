@@ -40,11 +40,11 @@ def main() -> int:
     import torch
 
     from bench.engines.transformers_engine import TransformersEngine
-    from bench.metrics import summarise
+    from bench.measure.metrics import summarise
+    from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
     from bench.scenarios import ScenarioContext, scenario_runner
-    from bench.sizing import exact_plan
 
     apply_offline_env()
     NetworkGuard.install([], None)

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.capacity import next_load, summarise
-from bench.config import parse_profile
 from bench.errors import ProfileError
-from bench.records import RequestRecord
+from bench.measure.capacity_search import next_load, summarise
+from bench.measure.slo import evaluate, min_requests
+from bench.profile.spec import parse_profile
+from bench.results.records import RequestRecord
 from bench.serving.calibrate import start_server
-from bench.slo import evaluate, min_requests
 from conftest import tiny_profile
 
 TTFT, ITL, TOKENS, SLOTS = 0.02, 0.005, 8, 4

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from bench.cells import expand
-from bench.config import parse_profile
+from bench.profile.cells import expand
+from bench.profile.spec import parse_profile
 from conftest import tiny_profile
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import compare, parse_fail_on, split_metric
 from bench.errors import BenchError
-from bench.tables import cell_rows, render
+from bench.readers.compare import compare, parse_fail_on, split_metric
+from bench.readers.tables import cell_rows, render
 
 DATA = Path(__file__).parent / "data"
 BASE, REPEAT, SLOW = DATA / "nightly-1", DATA / "nightly-2", DATA / "nightly-3-contended"

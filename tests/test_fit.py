@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench.fit import GIB, RUNTIME_OVERHEAD, fit, largest, measured_check
 from bench.models import load_card
+from bench.planning.memory_fit import GIB, RUNTIME_OVERHEAD, fit, largest, measured_check
 
 
 def test_llama_8b_bf16_by_hand() -> None:

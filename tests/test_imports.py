@@ -5,8 +5,21 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LIGHT = ["bench", "bench.cli", "bench.config", "bench.cells", "bench.metrics", "bench.records", "bench.resultset",
-         "bench.runner", "bench.display", "bench.models", "bench.environment", "bench.telemetry", "bench.netguard"]
+LIGHT = [
+    "bench",
+    "bench.cli",
+    "bench.profile.spec",
+    "bench.profile.cells",
+    "bench.measure.metrics",
+    "bench.results.records",
+    "bench.results.resultset",
+    "bench.run.runner",
+    "bench.run.display",
+    "bench.models",
+    "bench.run.environment",
+    "bench.telemetry",
+    "bench.netguard",
+]
 
 
 def test_light_modules_import_no_heavy_libraries() -> None:

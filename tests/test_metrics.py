@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.metrics import distribution, percentile, short_outputs, summarise
-from bench.records import RequestRecord
+from bench.measure.metrics import distribution, percentile, short_outputs, summarise
+from bench.results.records import RequestRecord
 
 
 def rec(rid, rep, batch, submit, times, n_in=10, expected=None, error=None, batch_size=1):
@@ -85,7 +85,7 @@ def test_short_outputs_are_found() -> None:
 
 
 def test_decode_rate_counts_only_tokens_inside_the_window_when_rows_overlap() -> None:
-    from bench.metrics import phase_rates
+    from bench.measure.metrics import phase_rates
 
     def row(rid: int, times: list[float]) -> RequestRecord:
         return RequestRecord(request_id=rid, repetition=0, batch_index=0, batch_size=2, input_tokens=10,

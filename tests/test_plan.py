@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import capacity
 from bench.errors import BenchError
-from bench.plan import compare_slo, parse_slo, plan
-from bench.power import catalogue_entry, measured
-from bench.records import read_records
-from bench.resultset import ResultSet
+from bench.measure import capacity_search as capacity
+from bench.planning.capacity_plan import compare_slo, parse_slo, plan
+from bench.planning.power import catalogue_entry, measured
+from bench.results.records import read_records
+from bench.results.resultset import ResultSet
 from conftest import CAPACITY_SLOTS
 
 EPYC_9654 = "AMD EPYC 9654 96-Core Processor"
@@ -153,7 +153,7 @@ def test_cli_formats_and_errors(two_kinds: Path) -> None:
 
 
 def test_report_shows_capacity_per_node_and_a_labelled_projection(capacity_result_set: Path) -> None:
-    from bench.report import render_report
+    from bench.readers.report import render_report
 
     calibration = Path(__file__).parent / "data" / "calibration-cpu"
     text = render_report([capacity_result_set, calibration])
@@ -166,7 +166,7 @@ def test_report_shows_capacity_per_node_and_a_labelled_projection(capacity_resul
 
 
 def test_project_plot_marks_projections(tmp_path: Path) -> None:
-    from bench.project import calibration_samples, catalogue_limits, size_points
+    from bench.planning.projection import calibration_samples, catalogue_limits, size_points
 
     calibration = Path(__file__).parent / "data" / "calibration-cpu"
     samples = calibration_samples([calibration])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.records import read_records
-from bench.resultset import ResultSet, validate
+from bench.results.records import read_records
+from bench.results.resultset import ResultSet, validate
 from conftest import calibration_endpoint, tiny_profile
 
 pytestmark = pytest.mark.slow

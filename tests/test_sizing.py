@@ -1,4 +1,4 @@
-"""The measurement plan (bench/sizing.py): floors of time and count from the profile and the rules,
+"""The measurement plan (bench/measure/sizing.py): floors of time and count from the profile and the rules,
 auto repetitions and their precision, the time estimate; and the request streams that a longer run
 continues, so the first requests are the same on every machine."""
 
@@ -13,11 +13,8 @@ from pathlib import Path
 import pytest
 from scipy import stats
 
-from bench import slo
-from bench.cells import expand
-from bench.config import load_profile
-from bench.scenarios.served import arrival_stream, arrival_times
-from bench.sizing import (
+from bench.measure import slo
+from bench.measure.sizing import (
     RepetitionPlan,
     estimate_run,
     plan_measurement,
@@ -26,7 +23,10 @@ from bench.sizing import (
     sizing_summary,
     steady,
 )
-from bench.workloads import TokenSpace, file_requests, request_stream, synthetic_requests
+from bench.profile.cells import expand
+from bench.profile.spec import load_profile
+from bench.profile.workloads import TokenSpace, file_requests, request_stream, synthetic_requests
+from bench.scenarios.served import arrival_stream, arrival_times
 from conftest import REPO
 
 SINGLE = {"kind": "single-stream", "requests": 4, "batch_size": 1}
@@ -147,8 +147,8 @@ def test_the_shipped_profiles_keep_their_cell_ids_and_estimate_their_time() -> N
                                         "tests/data/calibration-cpu"])
 def test_the_committed_result_sets_profiles_still_expand_to_their_cell_ids(result_set: str) -> None:
     """Nightly history survives: the profile stored in an old result set expands to the same cells today."""
-    from bench.config import profile_from_text
-    from bench.resultset import ResultSet
+    from bench.profile.spec import profile_from_text
+    from bench.results.resultset import ResultSet
 
     manifest = ResultSet(REPO / result_set).read_manifest()
     anchor = REPO / result_set / "profile.yaml"  # relative paths in these profiles resolve beside the set

@@ -16,10 +16,10 @@ import pytest
 
 import bench
 from bench.errors import ResultSetError
-from bench.records import read_records
-from bench.reproduce import agreement
-from bench.resultset import SCHEMA_VERSION, ResultSet, validate
-from bench.upgrade import UPGRADED_FROM, upgrade_cell_summary, upgrade_manifest
+from bench.readers.rerun import agreement
+from bench.results.records import read_records
+from bench.results.resultset import SCHEMA_VERSION, ResultSet, validate
+from bench.results.upgrade import UPGRADED_FROM, upgrade_cell_summary, upgrade_manifest
 
 DATA = Path(__file__).parent / "data"
 OLD = DATA / "nightly-1"

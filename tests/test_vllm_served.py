@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
+from bench.results.records import read_records
 from conftest import run_bench, tiny_profile
 
 pytestmark = [

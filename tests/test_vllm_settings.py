@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.engine_timing import cross_check, engine_stats
 from bench.engines.vllm_engine import VllmEngine, cpu_thread_binding
-from bench.records import RequestRecord
-from bench.rootcause import child_root_cause
+from bench.measure.engine_timing import cross_check, engine_stats
+from bench.results.records import RequestRecord
+from bench.run.rootcause import child_root_cause
 
 
 def test_cpu_ranks_get_equal_core_groups() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from bench.workloads import TokenSpace, file_requests, prompts_digest, sample_length, synthetic_requests
+from bench.profile.workloads import TokenSpace, file_requests, prompts_digest, sample_length, synthetic_requests
 
 
 def test_length_distributions_are_seeded_and_bounded() -> None:

@@ -330,7 +330,7 @@ class Acceptance:
                            f"into {where}")
 
     def _load_result_set(self, path: Path, title: str) -> None:
-        from bench.resultset import ResultSet
+        from bench.results.resultset import ResultSet
 
         result_set = ResultSet(path)
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bench.workloads import TokenSpace
+from bench.profile.workloads import TokenSpace
 
 
 @dataclass

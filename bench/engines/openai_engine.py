@@ -15,7 +15,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from bench.workloads import Request, TokenSpace
+from bench.profile.workloads import Request, TokenSpace
 
 
 def endpoint_hosts(base_urls: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ import transformers
 from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
 
 from bench.engines.base import BatchResult
-from bench.workloads import TokenSpace
+from bench.profile.workloads import TokenSpace
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -4,11 +4,11 @@ Requests go in through the engine's own request queue (`LLMEngine.add_request`) 
 stepped here, so every request's tokens are timestamped as they come out (per request, not per
 batch: vLLM schedules each request on its own). vLLM's own per-request metrics (queued, scheduled,
 first and last token, on the engine core's monotonic clock) are kept beside those wall-clock times
-so the two can be cross-checked (bench/engine_timing.py).
+so the two can be cross-checked (bench/measure/engine_timing.py).
 
 Machine quirks live here, not in profiles: telemetry off, the host address pinned to loopback on
 one node (vLLM otherwise probes a public address to find its own), one core group per rank on the
-CPU (VLLM_CPU_OMP_THREADS_BIND), CPU KV-cache sizing, and the spawn start method (bench.cell has
+CPU (VLLM_CPU_OMP_THREADS_BIND), CPU KV-cache sizing, and the spawn start method (bench.run.cell_process has
 its `__main__` guard, which spawn needs).
 """
 
@@ -20,7 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from bench.engines.base import BatchResult
-from bench.workloads import TokenSpace
+from bench.profile.workloads import TokenSpace
 
 GIB = 1024**3
 CPU_DEFAULT_KV_CACHE_GIB = 4.0
@@ -292,7 +292,7 @@ def ray_cluster_inventory() -> list[dict[str, Any]]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from bench.environment import collect_environment
+    from bench.run.environment import collect_environment
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     collect = ray.remote(num_cpus=0)(collect_environment)

@@ -3,7 +3,7 @@
 Each probe is a load point run like the `rate` (open loop, latency from the scheduled send) or
 `concurrency` (closed loop) scenario, with enough requests for the SLO percentile. Every record
 keeps the load it was sent under and the probe's index as its repetition, so the headline
-(bench/capacity.py) is re-derived from the raw records. Each probe is sized like a repetition (the
+(bench/measure/capacity_search.py) is re-derived from the raw records. Each probe is sized like a repetition (the
 SLO percentile's requests and the duration floor, both); probes stop at run.max_duration_s overall.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from bench import slo
-from bench.capacity import next_load, requests_per_probe
-from bench.records import RequestRecord
+from bench.measure import slo
+from bench.measure.capacity_search import next_load, requests_per_probe
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 from bench.scenarios.served import arrival_stream, open_loop_schedule, run_point, warm_up
 

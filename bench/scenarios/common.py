@@ -1,5 +1,5 @@
 """What every scenario shares: the context, the request stream, the repetition and warm-up loops
-that follow the cell's measurement plan (bench/sizing.py), and batch -> records."""
+that follow the cell's measurement plan (bench/measure/sizing.py), and batch -> records."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.engines.base import BatchResult, Engine
-from bench.metrics import repetition_rates
-from bench.records import RequestRecord
-from bench.sizing import MeasurementPlan, precise_enough, steady
-from bench.workloads import Request, request_stream, token_ids_sha256
+from bench.measure.metrics import repetition_rates
+from bench.measure.sizing import MeasurementPlan, precise_enough, steady
+from bench.profile.workloads import Request, request_stream, token_ids_sha256
+from bench.results.records import RequestRecord
 
 Progress = Callable[[str, int, int], None]
 Decoder = Callable[[list[int]], str | None]

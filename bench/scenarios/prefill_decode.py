@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 import time
 
-from bench.records import RequestRecord
+from bench.profile.workloads import Request
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext, batch_records
-from bench.workloads import Request
 
 
 def _run_once(ctx: ScenarioContext, rng: random.Random, repetition: int, index: int) -> list[RequestRecord]:

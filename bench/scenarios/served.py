@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from bench.records import RequestRecord
+from bench.profile.workloads import Request, token_ids_sha256
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 from bench.serving.client import Connection, StreamResult
 from bench.serving.workers import START_MARGIN_S, Report, choose_client_processes, fan_out, usable_cores
-from bench.workloads import Request, token_ids_sha256
 
 
 def arrival_stream(rate: float, arrival: str, burstiness: float, seed: int) -> Iterator[float]:

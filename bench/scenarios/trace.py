@@ -1,8 +1,8 @@
-"""Trace replay: the requests of a JSONL trace (bench/trace.py) sent open-loop at their timestamps
+"""Trace replay: the requests of a JSONL trace (bench/profile/trace_file.py) sent open-loop at their timestamps
 (divided by the speedup), with their own input and output lengths. Latency counts from the
 scheduled time, as in the `rate` scenario. Prompts are synthetic token ids of the stated lengths,
 seeded by the workload's seed and the repetition. A duration floor longer than the trace replays it
-again (bench/sizing.py): each request of the trace is sent at least once per repetition."""
+again (bench/measure/sizing.py): each request of the trace is sent at least once per repetition."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.records import RequestRecord
+from bench.profile.trace_file import TraceEntry, load_trace
+from bench.profile.workloads import Request
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 from bench.scenarios.served import open_loop_schedule, run_point, warm_up
-from bench.trace import TraceEntry, load_trace
-from bench.workloads import Request
 
 
 def trace_requests(ctx: ScenarioContext, entries: list[TraceEntry], stream: int) -> Iterator[Request]:

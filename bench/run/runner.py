@@ -1,0 +1,372 @@
+"""The runner: profile -> cells -> one isolated process per cell -> a result set on disk.
+
+A failing, crashing, hung or memory-hungry cell becomes a FAILED row with its reason and the
+sweep goes on. The manifest is rewritten (atomically) after every cell, so a run killed at any
+moment leaves a result set that `--resume` completes, redoing only the cells without a result.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.atomic import write_json
+from bench.errors import BenchError
+from bench.measure.cell_summary import build_summary
+from bench.measure.roofline import for_cell as roofline_for_cell
+from bench.measure.sizing import plan_measurement
+from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
+from bench.profile.cells import Cell, expand
+from bench.profile.spec import Profile, load_profile, profile_from_text
+from bench.results.records import RequestRecord, read_records
+from bench.results.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
+from bench.results.upgrade import UPGRADED_FROM
+from bench.serving.managed import ServerPool, ServerStartError
+
+GUARD_DESCRIPTION = "python audit hook on socket events (connect, sendto, getaddrinfo): loopback and allow_hosts only"
+
+
+@dataclass
+class RunObserver:
+    """What the runner tells its caller (the CLI draws progress from these)."""
+
+    run_started: Callable[[Path, list[Cell], set[str]], None] = lambda path, cells, done: None
+    cell_started: Callable[[Cell, int, int], None] = lambda cell, index, total: None
+    cell_event: Callable[[Cell, dict[str, Any]], None] = lambda cell, event: None
+    cell_finished: Callable[[Cell, dict[str, Any]], None] = lambda cell, summary: None
+    message: Callable[[str], None] = lambda text: None
+    model_progress: Callable[[str, int, int], None] = lambda name, done, total: None
+
+
+@dataclass
+class RunPlan:
+    profile_path: Path
+    profile: Profile
+    cells: list[Cell]
+    result_set: ResultSet
+    resume: bool
+    source: str  # the profile's text, kept in the manifest so `rerun` can run exactly it again
+    skip: set[str] = field(default_factory=set)
+
+
+def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
+             machine_id: str, source: str | None = None) -> RunPlan:
+    """`source`: the profile's text when it does not come from `profile_path` itself (rerun);
+    `profile_path` still anchors its relative paths."""
+    if source is None:
+        profile = load_profile(profile_path)
+        source = profile_path.read_text(encoding="utf-8")
+    else:
+        profile = profile_from_text(source, profile_path, f"{profile_path} (as stored in the result set)")
+    cells = expand(profile, profile_path)
+    if resume is not None:
+        result_set = ResultSet(resume)
+        manifest = result_set.read_manifest()
+        previous = [c["id"] for c in manifest.get("cells", [])]
+        if sorted(previous) != sorted(c.id for c in cells):
+            raise BenchError(
+                f"{resume}: this result set was made from a profile with other cells; "
+                f"--resume needs the same profile ({manifest.get('profile', {}).get('path')})"
+            )
+        return RunPlan(profile_path, profile, cells, result_set, True, source, result_set.completed_cells())
+    path = output or results_root / new_run_id(profile.name, machine_id)
+    if (path / "manifest.json").exists():
+        raise BenchError(f"{path} already holds a result set; choose another --output or use --resume")
+    return RunPlan(profile_path, profile, cells, ResultSet(path), False, source)
+
+
+def _profile_record(plan: RunPlan) -> dict[str, Any]:
+    text = plan.source
+    return {
+        "name": plan.profile.name,
+        "path": str(plan.profile_path),
+        "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "source": text,
+        "resolved": plan.profile.model_dump(mode="json"),
+    }
+
+
+class Runner:
+    def __init__(self, plan: RunPlan, environment: dict[str, Any], observer: RunObserver | None = None):
+        self.plan = plan
+        self.environment = environment
+        self.observer = observer or RunObserver()
+        self.result_set = plan.result_set
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.manifest: dict[str, Any] = {}
+        self.model_dirs: dict[str, Path] = {}  # name/dtype -> directory, for the weights' hashes
+        self.model_paths: dict[tuple[Any, ...], Path] = {}  # _model_key -> directory, for managed servers
+        # Managed servers (engine openai with `server:`): started before their first cell, stopped in run().
+        self.servers = ServerPool(self.result_set.path / "servers")
+
+    # --- manifest ------------------------------------------------------------------------------
+
+    def _start_manifest(self) -> None:
+        now = utc_now()
+        if self.plan.resume:
+            self.manifest = self.result_set.read_manifest()
+            # A resumed older result set is written (and sealed) in the current schema from here on.
+            self.manifest.pop(UPGRADED_FROM, None)
+            self.manifest.setdefault("invocations", []).append({"started": now, "resume": True})
+            for cell_id in self.plan.skip:
+                summary = self.result_set.read_cell_summary(cell_id)
+                if summary:
+                    self.summaries[cell_id] = summary
+        else:
+            self.manifest = {
+                "schema_version": SCHEMA_VERSION,
+                "kind": "lokaal-bench-result-set",
+                "run_id": self.result_set.path.name,
+                "lokaal_bench_version": __version__,
+                "created": now,
+                "finished": None,
+                "status": "running",
+                "profile": _profile_record(self.plan),
+                "machine_id": self.environment.get("machine_id"),
+                "environment": self.environment,
+                "offline": {},
+                "invocations": [{"started": now, "resume": False}],
+                "cells": [],
+            }
+        self.manifest["status"] = "running"
+        # Privacy: whether any cell of this set kept prompt and response text (a resume may have turned it on).
+        stored = bool((self.manifest.get("privacy") or {}).get("store_text"))
+        self.manifest["privacy"] = {"store_text": stored or self.plan.profile.run.store_text}
+        self.manifest["offline"] = {
+            "offline": True,
+            "env": apply_offline_env(),
+            "guard": GUARD_DESCRIPTION,
+            "allowed_hosts": self.plan.profile.run.allow_hosts,
+            "refused": self.manifest.get("offline", {}).get("refused", []),
+        }
+        self._write_manifest()
+
+    def _cell_index(self) -> list[dict[str, Any]]:
+        index = []
+        for cell in self.plan.cells:
+            summary = self.summaries.get(cell.id)
+            index.append({
+                "id": cell.id,
+                "label": cell.label,
+                "dir": f"cells/{cell.id}",
+                "status": summary["status"] if summary else "PENDING",
+                "reason": summary.get("reason") if summary else None,
+                "synthetic_weights": summary.get("synthetic_weights") if summary else None,
+            })
+        return index
+
+    def _write_manifest(self) -> None:
+        self.manifest["cells"] = self._cell_index()
+        counts = {"total": len(self.plan.cells), "COMPLETED": 0, "FAILED": 0, "PENDING": 0}
+        for entry in self.manifest["cells"]:
+            counts[entry["status"]] += 1
+        self.manifest["counts"] = counts
+        self.result_set.write_manifest(self.manifest)
+
+    # --- cells ---------------------------------------------------------------------------------
+
+    def _prepare_models(self) -> dict[tuple[Any, ...], str]:
+        """Materialise every card/dtype once, before any cell, so load time measures loading."""
+        from bench.models import resolve_model
+
+        failures: dict[tuple[Any, ...], str] = {}
+        seen: set[tuple[Any, ...]] = set()
+        for cell in self.plan.cells:
+            if cell.id in self.plan.skip:
+                continue
+            key = _model_key(cell)
+            if key in seen:
+                continue
+            seen.add(key)
+            model = cell.model
+            name = f"{model.get('card') or model.get('path')} ({key[2]})"
+            self.observer.message(f"preparing model {name}")
+            try:
+                resolved = resolve_model(
+                    card=model.get("card"),
+                    path=model.get("resolved_path") or model.get("path"),
+                    dtype=key[2],
+                    seed=model.get("seed", 0),
+                    cache_dir=_cache_dir(cell),
+                    allow_pickle=model.get("allow_pickle", False),
+                    progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
+                )
+                self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
+                self.model_paths[key] = resolved.path
+            except Exception as exc:  # the cells of this model fail; the others still run
+                failures[key] = f"model could not be prepared: {type(exc).__name__}: {exc}"
+        return failures
+
+    def _probe(self) -> None:
+        """The machine's limits, once per result set (a resume keeps the first run's), for rooflines."""
+        from bench.run.probes import probe_in_subprocess
+
+        if not self.plan.profile.run.probes or self.manifest.get("probes"):
+            return
+        self.observer.message("probing memory bandwidth and matrix-multiply throughput")
+        self.manifest["probes"] = probe_in_subprocess(quick=True, model_dirs=list(self.model_dirs.values()))
+        self._write_manifest()
+
+    def _fail_without_running(self, cell: Cell, reason: str) -> dict[str, Any]:
+        from bench.run.isolation import Outcome
+
+        now = utc_now()
+        self.result_set.cell_dir(cell.id).mkdir(parents=True, exist_ok=True)
+        return build_summary(cell, Outcome(None, reason, 0.0), None, [], {}, {}, now, now)
+
+    def _run_cell(self, cell: Cell, index: int, total: int) -> dict[str, Any]:
+        from bench.run.isolation import run_isolated
+        from bench.telemetry import summarise
+
+        cell_dir = self.result_set.cell_dir(cell.id)
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("result.json", "records.jsonl.gz", "network.jsonl"):
+            (cell_dir / stale).unlink(missing_ok=True)
+        spec_path = cell_dir / "spec.json"
+        cell_spec = cell.to_dict()
+        if cell.engine.get("server"):  # the cell's client gets the managed server's URL (not part of its id)
+            model_dir = self.model_paths[_model_key(cell)]
+            if not self.servers.started(cell.engine["server"], model_dir):
+                kind = cell.engine["server"]["kind"]
+                self.observer.message(f"starting the {kind} server (once per server and model)")
+            try:
+                url = self.servers.url_for(cell.engine["server"], model_dir)
+            except ServerStartError as exc:
+                return self._fail_without_running(cell, str(exc).splitlines()[0])
+            cell_spec["engine"] = {**cell.engine, "base_urls": [url]}
+        plan = plan_measurement(cell.run, cell.scenario)
+        spec: dict[str, Any] = {"cell": cell_spec, "plan": plan.to_json(), "lokaal_bench_version": __version__}
+        if cell.run.get("client_processes") == "auto":  # the cell sizes its client from this machine's ceiling
+            spec["load_generator_calibration"] = self.manifest.get("load_generator_calibration")
+        write_json(spec_path, spec)
+        run = self.plan.profile.run
+        started = utc_now()
+        outcome = run_isolated(
+            spec_path,
+            cell_dir,
+            timeout_s=plan.cell_timeout_s,
+            memory_limit_bytes=int(run.memory_limit_gib * 2**30) if run.memory_limit_gib else None,
+            telemetry_interval_s=run.telemetry_interval_s,
+            on_event=lambda event: self.observer.cell_event(cell, event),
+        )
+        finished = utc_now()
+        result = _read_json(cell_dir / "result.json")
+        records = _read_records_safely(cell_dir / "records.jsonl.gz")
+        window = (result or {}).get("clock", {}).get("measured_window_wall")
+        telemetry = summarise(outcome.samples, tuple(window) if window else None)
+        whole = summarise(outcome.samples, None)
+        self.result_set.write_samples(cell.id, outcome.samples)
+        summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished)
+        summary["roofline"] = roofline_for_cell(summary, self.manifest.get("probes") or {})
+        refused = read_refusals(cell_dir / "network.jsonl")
+        summary["network_refused"] = refused
+        if refused:
+            self.manifest["offline"]["refused"].extend({"cell": cell.id, **r} for r in refused)
+        return summary
+
+    # --- the run -------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self.result_set.path.mkdir(parents=True, exist_ok=True)
+        guard = NetworkGuard.install(self.plan.profile.run.allow_hosts, self.result_set.path / "network.jsonl")
+        self._start_manifest()
+        self.observer.run_started(self.result_set.path, self.plan.cells, self.plan.skip)
+        try:
+            model_failures = self._prepare_models()
+            self._probe()
+            self._record_loadgen_calibration()
+            todo = [c for c in self.plan.cells if c.id not in self.plan.skip]
+            for number, cell in enumerate(todo, start=1):
+                self.observer.cell_started(cell, number, len(todo))
+                failure = model_failures.get(_model_key(cell))
+                summary = (self._fail_without_running(cell, failure) if failure
+                           else self._run_cell(cell, number, len(todo)))
+                self.result_set.write_cell_summary(cell.id, summary)
+                self.summaries[cell.id] = summary
+                self._write_manifest()
+                self.observer.cell_finished(cell, summary)
+        except KeyboardInterrupt:
+            self._stop_servers()
+            self.manifest["status"] = "interrupted"
+            self.manifest["offline"]["refused"].extend(guard.refused)
+            self._write_manifest()
+            self._seal()
+            raise
+        finally:
+            self._stop_servers()  # whatever happened: no server outlives the run
+        self.manifest["offline"]["refused"].extend({"cell": None, **r} for r in guard.refused)
+        guard.refused.clear()
+        self.manifest["status"] = "complete"
+        self.manifest["finished"] = utc_now()
+        self.manifest["invocations"][-1]["finished"] = self.manifest["finished"]
+        self._write_manifest()
+        self._seal()
+        return self.manifest
+
+    def _record_loadgen_calibration(self) -> None:
+        """Served cells: how far this machine's load generator can be trusted (`lokaal-bench calibrate`)."""
+        from bench.profile.spec import SERVED_SCENARIOS
+        from bench.serving.calibrate import latest_for
+
+        if any(c.scenario["kind"] in SERVED_SCENARIOS for c in self.plan.cells):
+            found = latest_for(self.manifest.get("machine_id") or "")
+            self.manifest["load_generator_calibration"] = found or {
+                "missing": "no `lokaal-bench calibrate` result for this machine: run it to know the client's ceiling"}
+            self._write_manifest()
+
+    def _stop_servers(self) -> None:
+        """Stop every managed server (idempotent) and record them: command, version, log, exit status."""
+        self.servers.close()
+        if self.servers.servers:
+            self.manifest["servers"] = {**self.manifest.get("servers", {}), **self.servers.records()}
+
+    def _seal(self) -> None:
+        """Hash every file into the manifest (see bench.results.integrity); kept hashes of earlier runs'
+        models survive a resume, whose prepared models are only those of the redone cells."""
+        from bench.results.integrity import model_weight_hashes, seal
+
+        models = dict((self.manifest.get("integrity") or {}).get("model_weights") or {})
+        for name, path in self.model_dirs.items():
+            models[name] = model_weight_hashes(path)
+        self.manifest = seal(self.result_set.path, self.manifest, models)
+
+
+def _model_key(cell: Cell) -> tuple[Any, ...]:
+    model = cell.model
+    return (model.get("card"), model.get("resolved_path") or model.get("path"),
+            cell.engine.get("dtype", "bfloat16"), model.get("seed", 0))
+
+
+def _cache_dir(cell: Cell) -> Path | None:
+    configured = cell.run.get("model_cache_dir")
+    return Path(configured).expanduser() if configured else None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _read_records_safely(path: Path) -> list[RequestRecord]:
+    """Records of a finished cell; a cell that died before writing them has none."""
+    try:
+        return list(read_records(path))
+    except (FileNotFoundError, EOFError, OSError, json.JSONDecodeError, gzip.BadGzipFile):
+        return []
+
+
+def default_profile() -> Path:
+    """profiles/quickstart.yaml beside the package (editable install) or in the working directory."""
+    beside_package = Path(__file__).resolve().parent.parent / "profiles" / "quickstart.yaml"
+    if beside_package.is_file():
+        return beside_package
+    return Path(os.getcwd()) / "profiles" / "quickstart.yaml"
