@@ -126,3 +126,21 @@ def capacity_result_set(tmp_path_factory: pytest.TempPathFactory, model_cache: P
         proc.kill()
         proc.wait()
     return out
+
+
+# CI installs every engine and service lokaal-bench ships (.ci/run) and names them here, e.g.
+# LOKAAL_BENCH_REQUIRE_ENGINES=vllm,llamacpp,slurm: a test carrying one of those markers that skips
+# (its engine missing or not starting) then fails instead, so a shipped engine cannot land untested.
+REQUIRED_ENGINES = {m.strip() for m in os.environ.get("LOKAAL_BENCH_REQUIRE_ENGINES", "").split(",") if m.strip()}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    required = sorted(REQUIRED_ENGINES & {m.name for m in item.iter_markers()})
+    if report.skipped and required and "gpu" not in {m.name for m in item.iter_markers()}:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid}: skipped, but LOKAAL_BENCH_REQUIRE_ENGINES requires "
+                           f"{', '.join(required)} to run here: {reason}")

@@ -259,7 +259,7 @@ _COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "excl
 
 def _bus_id(value: Any) -> str | None:
     """Normalise a PCI bus id: NVML mixes 8- and 4-digit domains ('00000000:01:00.0')."""
-    from .telemetry.nvidia import to_str
+    from bench.telemetry.nvidia import to_str
 
     s = to_str(value)
     if not s:
@@ -276,7 +276,7 @@ def _mode_pair(v: Any) -> dict[str, bool] | None:
 
 
 def _gpu_device(nv: ModuleType, call: Any, i: int, h: Any) -> dict[str, Any]:
-    from .telemetry.nvidia import to_str
+    from bench.telemetry.nvidia import to_str
 
     k = f"{i}."
 
@@ -336,7 +336,7 @@ def _gpu_device(nv: ModuleType, call: Any, i: int, h: Any) -> dict[str, Any]:
 
 
 def gpu_info(nvml: ModuleType | None = None) -> dict[str, Any]:
-    from .telemetry.nvidia import NvmlCaller, load_nvml, to_str
+    from bench.telemetry.nvidia import NvmlCaller, load_nvml, to_str
 
     out: dict[str, Any] = {"available": False, "reason": None, "driver_version": None,
                            "cuda_driver_version": None, "nvml_version": None, "count": 0,
@@ -521,7 +521,7 @@ def env_vars(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def power_info(cpu: Mapping[str, Any] | None = None, nvml: ModuleType | None = None) -> dict[str, Any]:
-    from .telemetry import telemetry_sources
+    from bench.telemetry import telemetry_sources
 
     cpu = cpu if cpu is not None and "error" not in cpu else {}
     return {
