@@ -95,6 +95,7 @@ def test_transformers_and_vllm_cells_sit_side_by_side(side_by_side) -> None:
         assert cells[("vllm", kind)]["prompts_sha256"] == cells[("transformers", kind)]["prompts_sha256"]
 
 
+@pytest.mark.slow  # about 5 minutes on 2 cores: kept out of CI's vLLM tier (pytest -m vllm runs it)
 def test_tensor_parallel_on_two_cores_and_a_failing_start(tmp_path: Path) -> None:
     profile = tiny_profile(
         engines=[{**VLLM, "tensor_parallel_size": 2},
