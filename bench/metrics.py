@@ -75,6 +75,16 @@ def e2e_latency(record: RequestRecord) -> float | None:
 
 
 def inter_token_latencies(record: RequestRecord) -> list[float]:
+    """Inter-token latency, one value per token after the first chunk. Tokens that arrive one at a time
+    give the gaps between consecutive tokens. A streamed chunk of k tokens arriving d seconds after the
+    previous chunk gives each of its k tokens d / k (the per-token rate over that gap), so the values
+    of a request sum to its last chunk's arrival minus its first, whatever the chunking; the tokens
+    that came with the first token have no inter-token latency (they are in its TTFT). A chunk's k is
+    its token ids' count where the server returned them, else 1 (see bench/serving/client.py)."""
+    chunks, counts = record.chunk_times, record.chunk_tokens
+    if chunks and counts and len(chunks) == len(counts):
+        return [(b - a) / k for (a, b), k in zip(itertools.pairwise(chunks), counts[1:], strict=True)
+                for _ in range(k)]
     times = record.token_times
     return [b - a for a, b in itertools.pairwise(times)]
 

@@ -46,10 +46,24 @@ class RequestRecord:
     prompt_text: str | None = None
     response_text: str | None = None
     client_process: int | None = None  # served, run.client_processes > 1: which client process sent it
+    # Served, streamed: each chunk that carried tokens, its arrival (same clock as token_times) and how
+    # many tokens it carried (exact when the server returned token ids for every chunk, else one per
+    # chunk with text); output_tokens is then the server's usage where given. A chunk of k tokens gives
+    # each of them the same token time; their inter-token latency is defined in bench/metrics.py.
+    chunk_times: list[float] | None = None
+    chunk_tokens: list[int] | None = None
+    chunk_tokens_exact: bool | None = None
+    retry_after: str | None = None  # an HTTP error's Retry-After header, as sent (the client never retries)
 
     @property
     def usage_mismatch(self) -> bool:
-        return self.usage_output_tokens is not None and self.usage_output_tokens != self.output_tokens
+        """The server's usage disagrees with what was counted: for older records the streamed count;
+        for records with chunk counts only where those are exact (token ids), as the usage is the count."""
+        if self.usage_output_tokens is None:
+            return False
+        if self.chunk_tokens is None:
+            return self.usage_output_tokens != self.output_tokens
+        return bool(self.chunk_tokens_exact) and sum(self.chunk_tokens) != self.usage_output_tokens
 
     @property
     def send_lag(self) -> float | None:
@@ -66,6 +80,8 @@ class RequestRecord:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["token_times"] = [round(t, 7) for t in self.token_times]
+        if self.chunk_times is not None:
+            data["chunk_times"] = [round(t, 7) for t in self.chunk_times]
         return data
 
     @classmethod
@@ -77,11 +93,12 @@ class RequestRecord:
 
 def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
     """gzip JSONL, written to a temporary name and renamed, so a crash leaves no half file."""
+    from bench import scrub
     from bench.atomic import atomic_path
 
     with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+        for record in records:  # an error text may quote what a server echoed: no secret goes to disk
+            out.write(scrub.text(json.dumps(record.to_json(), separators=(",", ":"))) + "\n")
 
 
 def read_records(path: Path) -> Iterator[RequestRecord]:

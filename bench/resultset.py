@@ -117,9 +117,11 @@ class ResultSet:
         return done
 
     def write_samples(self, cell_id: str, samples: list[dict[str, Any]]) -> None:
+        from bench import scrub
+
         with atomic_path(self.cell_dir(cell_id) / "telemetry.jsonl.gz") as tmp, gzip.open(tmp, "wt") as out:
             for sample in samples:
-                out.write(json.dumps(sample, separators=(",", ":")) + "\n")
+                out.write(scrub.text(json.dumps(sample, separators=(",", ":"))) + "\n")
 
 
 def find_result_sets(root: Path) -> list[Path]:
