@@ -136,7 +136,7 @@ def verify(root: Path, public_key: Path | None = None) -> Verification:
     raw = manifest_path.read_bytes()
     try:
         manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON
         result.problems.append(f"{MANIFEST}: not valid JSON ({exc})")
         return result
     try:  # the seal's meaning belongs to a schema version: a newer one than this code cannot be judged

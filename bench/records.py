@@ -10,6 +10,7 @@ import gzip
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,69 @@ def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
 
 
 def read_records(path: Path) -> Iterator[RequestRecord]:
-    with gzip.open(path, "rt", encoding="utf-8") as src:
-        for line in src:
-            if line.strip():
-                yield RequestRecord.from_json(json.loads(line))
+    """The records of a file; ResultSetError naming the file and line for one that is corrupt (bad gzip,
+    bad JSON, a field of the wrong type), so a reader never computes with a broken record."""
+    import zlib
+
+    from bench.errors import ResultSetError
+
+    number = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as src:
+            for number, line in enumerate(src, start=1):
+                if line.strip():
+                    data = json.loads(line)
+                    problem = record_problem(data)
+                    if problem:
+                        raise ResultSetError(f"{path}: corrupt record on line {number}: {problem}")
+                    yield RequestRecord.from_json(data)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ResultSetError(f"{path}: corrupt records (after line {number}: {type(exc).__name__}: "
+                             f"{exc})") from None
+
+
+def record_problem(data: Any) -> str | None:
+    """What is wrong with one stored record's JSON, if anything: not an object, a required field
+    missing, a field of the wrong type."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for name, (kinds, items, required) in _field_kinds().items():
+        if name not in data:
+            if required:
+                return f"no {name}"
+            continue
+        value = data[name]
+        if not _is(value, kinds):
+            return f"{name} is {type(value).__name__}, not {' or '.join(kinds)}"
+        if items and isinstance(value, list) and not all(_is(v, items) for v in value):
+            return f"{name} holds a value that is not {' or '.join(items)}"
+    return None
+
+
+def _is(value: Any, kinds: tuple[str, ...]) -> bool:
+    checks = {"None": value is None, "bool": isinstance(value, bool), "str": isinstance(value, str),
+              "dict": isinstance(value, dict), "list": isinstance(value, list),
+              "int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return any(checks.get(kind, True) for kind in kinds)
+
+
+@cache
+def _field_kinds() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]]:
+    """Per record field, from its annotation: the JSON kinds allowed, those of a list's items, required."""
+    import dataclasses
+
+    kinds = {}
+    for f in dataclasses.fields(RequestRecord):
+        allowed, items = [], ()
+        for part in str(f.type).split("|"):
+            part = part.strip()
+            base, _, inner = part.partition("[")
+            allowed.append(base)
+            if base == "list":
+                items = (inner.rstrip("]").strip(),)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kinds[f.name] = (tuple(allowed), items, required)
+    return kinds

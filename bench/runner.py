@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import gzip
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from bench.cells import Cell, expand
 from bench.cellsummary import build_summary
 from bench.config import Profile, profile_from_text, read_profile_text
 from bench.diskspace import DiskFullError, check_space, estimate
-from bench.errors import BenchError
+from bench.errors import BenchError, ResultSetError
 from bench.machinelock import WAIT, MachineLock
 from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.records import RequestRecord, read_records
@@ -431,7 +430,7 @@ def _read_records_safely(path: Path) -> list[RequestRecord]:
     """Records of a finished cell; a cell that died before writing them has none."""
     try:
         return list(read_records(path))
-    except (FileNotFoundError, EOFError, OSError, json.JSONDecodeError, gzip.BadGzipFile):
+    except (OSError, ResultSetError):
         return []
 
 
