@@ -22,6 +22,7 @@ import datetime as dt
 import gzip
 import json
 import re
+import secrets
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -40,10 +41,12 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_run_id(profile_name: str, machine_id: str) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+def new_run_id(profile_name: str, machine_id: str, now: dt.datetime | None = None) -> str:
+    """UTC seconds, profile, machine (so ids sort by time and say what and where), and a random
+    suffix: two runs of one profile started in the same second (nightly cron jobs) get two ids."""
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", profile_name).strip("-") or "profile"
-    return f"{stamp}-{safe}-{machine_id[:8]}"
+    return f"{stamp}-{safe}-{machine_id[:8]}-{secrets.token_hex(3)}"
 
 
 @cache
