@@ -26,7 +26,7 @@ from bench.cellsummary import build_summary
 from bench.config import Profile, profile_from_text, read_profile_text
 from bench.diskspace import DiskFullError, check_space, estimate
 from bench.errors import BenchError, ResultSetError
-from bench.machinelock import WAIT, MachineLock
+from bench.machinelock import WAIT, InterruptedWhileWaiting, MachineLock
 from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.records import RequestRecord, read_records
 from bench.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
@@ -140,6 +140,9 @@ class Runner:
             self.manifest = self.result_set.read_manifest()
             # A resumed older result set is written (and sealed) in the current schema from here on.
             self.manifest.pop(UPGRADED_FROM, None)
+            interruption = self.manifest.pop("interruption", None)  # what stopped it last time: in its invocation
+            if interruption and self.manifest.get("invocations"):
+                self.manifest["invocations"][-1]["interruption"] = interruption
             self.manifest.setdefault("invocations", []).append({"started": now, "resume": True})
             for cell_id in self.plan.skip:
                 summary = self.result_set.read_cell_summary(cell_id)
@@ -312,7 +315,12 @@ class Runner:
 
     def run(self) -> dict[str, Any]:
         # Before anything is written: a run that waits for another one has not started yet.
-        self.lock.acquire(self.observer.message)
+        try:
+            self.lock.acquire(self.observer.message)
+        except InterruptedWhileWaiting:
+            with contextlib.suppress(OSError):  # the directory claimed for it, still empty
+                self.result_set.path.rmdir()
+            raise
         try:
             return self._run()
         finally:
