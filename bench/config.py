@@ -344,7 +344,8 @@ class RunSettings(Strict):
     )
     cell_timeout_s: Annotated[float, Field(gt=0)] = 1800
     memory_limit_gib: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="kill a cell whose process tree's RSS exceeds this (protects the host)"
+        None, description="a cell's memory limit, enforced by the kernel (bench/memlimit.py); default: 80% of "
+                          "this machine's memory"
     )
     telemetry_interval_s: Annotated[float, Field(gt=0)] = 0.25
     probes: bool = Field(True, description="probe memory bandwidth and FLOP/s first, for each cell's roofline")
