@@ -1,7 +1,7 @@
 """The command line: parses arguments, calls one function per verb, maps errors to exit codes.
 
 Exit codes: 0 success, 1 a run finished with FAILED cells, 2 bad input (message, no traceback),
-130 interrupted.
+130 interrupted: by Ctrl-C, or by a full disk (the completed cells are kept; --resume completes it).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _execute_run(profile_path: Path, args: argparse.Namespace, console: Console,
     environment = collect_environment()
     plan = plan_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
                     Path(args.resume) if getattr(args, "resume", None) else None, environment["machine_id"],
-                    source=source)
+                    source=source, when_busy=args.when_busy)
     console.print(f"profile {profile_path} ({plan.profile.name}): {len(plan.cells)} cell(s)")
     with RunDisplay(console) as display:
         observer = RunObserver(display.run_started, display.cell_started, display.cell_event,
@@ -155,10 +155,16 @@ def _cmd_env(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    from bench.results.integrity import describe, verify
+    from bench.results.integrity import describe, upgrade_seal, verify
 
+    if args.upgrade_seal:
+        console.print(f"{args.result_dir}: {upgrade_seal(Path(args.result_dir))}", highlight=False)
     outcome = verify(Path(args.result_dir), Path(args.public_key) if args.public_key else None)
     if outcome.ok:
+        if outcome.canonical_seal_only:
+            console.print(f"{args.result_dir}: sealed before byte seals: manifest.json is checked as canonical JSON "
+                          "(an edit of its whitespace alone goes unseen); `lokaal-bench verify --upgrade-seal` adds "
+                          "a byte seal", highlight=False)
         console.print(f"{args.result_dir}: OK, {outcome.files_checked} file(s) match their recorded SHA-256; "
                       f"signature {outcome.signature}", highlight=False)
         if outcome.upgraded_from is not None:
@@ -552,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results", help="where new result sets go (default: results/)")
     run.add_argument("--output", help="exact directory for this result set")
     run.add_argument("--resume", metavar="RUN_DIR", help="complete a killed or failed run: redo only unfinished cells")
+    _when_busy(run)
     run.set_defaults(handler=_cmd_run)
 
     rerun = verbs.add_parser("rerun", help="run a result set's stored profile again and check that the runs agree")
@@ -559,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerun.add_argument("--results-dir", default="results", help="where the new result set goes (default: results/)")
     rerun.add_argument("--output", help="exact directory for the new result set")
     rerun.add_argument("--tolerance", type=float, default=0.10, help="largest relative difference that agrees")
+    _when_busy(rerun)
     rerun.set_defaults(handler=_cmd_rerun)
 
     validate = verbs.add_parser("validate", help="check a profile and list its cells, without running")
@@ -571,6 +579,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = verbs.add_parser("verify", help="check that no file of a result set changed (and its signature)")
     verify.add_argument("result_dir")
     verify.add_argument("--public-key", help="Ed25519 public key (PEM) to check manifest.json.sig against")
+    verify.add_argument("--upgrade-seal", action="store_true",
+                        help="a result set sealed before byte seals: check it, then seal manifest.json's bytes too")
     verify.set_defaults(handler=_cmd_verify)
 
     sign = verbs.add_parser("sign", help="sign a result set with the organisation's Ed25519 private key")
@@ -673,6 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--json", action="store_true", help="as JSON")
     env.set_defaults(handler=_cmd_env)
     return parser
+
+
+def _when_busy(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--when-busy", choices=["wait", "mark"], default="wait",
+                        help="another lokaal-bench run measuring on this machine: wait until it is done (default), "
+                             "or measure alongside and mark the overlapping cells INVALID")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,21 +45,37 @@ class OpenAIEngine:
 
     def load(self) -> dict[str, Any]:
         """Nothing to load: ask each endpoint what it serves, which also proves it is up."""
-        import http.client
-
         start = time.perf_counter()
         for index in range(len(self.endpoints)):
-            host, port, prefix = self.address(index)
-            connection = http.client.HTTPConnection(host, port, timeout=30)
-            headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self.server_models.append(self._served_models(index))
+        return {"load_s": time.perf_counter() - start, **self.describe()}
+
+    def _served_models(self, index: int) -> list[Any]:
+        """GET {base_url}/models within the profile's request_timeout_s; a clear error saying what failed."""
+        import http.client
+
+        host, port, prefix = self.address(index)
+        url = f"{self.settings['base_urls'][index].rstrip('/')}/models"
+        timeout = float(self.settings.get("request_timeout_s", 600))
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
             connection.request("GET", f"{prefix}/models", headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            body = response.read(16 * 2**20)
+        except TimeoutError:
+            raise RuntimeError(f"GET {url}: no answer within {timeout:g} s (request_timeout_s)") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RuntimeError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
+        finally:
             connection.close()
-            if response.status != 200:
-                raise RuntimeError(f"{self.settings['base_urls'][index]}/models answered HTTP {response.status}")
-            self.server_models.append([m.get("id") for m in json.loads(body).get("data", [])])
-        return {"load_s": time.perf_counter() - start, **self.describe()}
+        if response.status != 200:
+            raise RuntimeError(f"GET {url} answered HTTP {response.status}")
+        try:
+            listed = json.loads(body).get("data", [])
+            return [m.get("id") for m in listed]
+        except (ValueError, AttributeError, TypeError):
+            raise RuntimeError(f"GET {url}: the answer is not an OpenAI model list") from None
 
     def token_space(self) -> TokenSpace:
         config = json.loads((self.model_path / "config.json").read_text())

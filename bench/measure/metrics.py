@@ -75,6 +75,24 @@ def e2e_latency(record: RequestRecord) -> float | None:
 
 
 def inter_token_latencies(record: RequestRecord) -> list[float]:
+    """Inter-token latency, one value per token after the first chunk.
+
+    Tokens that arrive one at a time give the gaps between consecutive tokens. A streamed chunk of k
+    tokens arriving d seconds after the previous chunk gives each of its k tokens d / k (the per-token
+    rate over that gap); the tokens that came with the first token have none (they are in its TTFT).
+    So a request's values sum to its last chunk's arrival minus its first (and with one token in the
+    first chunk their mean is its TPOT). A chunk's k is exact where the server returned token ids; where it did not,
+    a chunk with text counts as one, and when the server's usage says more tokens came than were
+    counted, the difference is spread evenly: each chunk after the first carries k * r tokens, r =
+    (usage - first chunk's count) / (tokens counted after the first chunk)."""
+    chunks, counts = record.chunk_times, record.chunk_tokens
+    if chunks and counts and len(chunks) == len(counts):
+        later = sum(counts[1:])
+        scale = 1.0
+        if not record.chunk_tokens_exact and later and record.output_tokens - counts[0] > later:
+            scale = (record.output_tokens - counts[0]) / later
+        return [(b - a) / (k * scale) for (a, b), k in zip(itertools.pairwise(chunks), counts[1:], strict=True)
+                for _ in range(k)]
     times = record.token_times
     return [b - a for a, b in itertools.pairwise(times)]
 

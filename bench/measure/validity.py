@@ -63,6 +63,7 @@ def judge(summary: dict[str, Any], rules_name: str) -> dict[str, Any]:
     reasons += _throttle_checks(summary.get("telemetry") or {}, rules)
     reasons += _load_generator_checks(summary)
     reasons += _prefix_cache_checks(summary)
+    reasons += _concurrent_run_checks(summary)
     return {
         "verdict": "INVALID" if reasons else "VALID",
         "rules": rules.name,
@@ -154,3 +155,12 @@ def _prefix_cache_checks(summary: dict[str, Any]) -> list[str]:
     if not engine.get("enable_prefix_caching") and hits:
         return [f"{hits} prefix-cache hit(s) although prefix caching was declared off"]
     return []
+
+
+def _concurrent_run_checks(summary: dict[str, Any]) -> list[str]:
+    """Another lokaal-bench run measured on this machine during the cell (bench/run/machine_lock.py)."""
+    others = summary.get("concurrent_runs") or []
+    if not others:
+        return []
+    who = "; ".join(f"pid {o.get('pid')}, result set {o.get('result_set')}" for o in others)
+    return [f"another lokaal-bench run was measuring on this machine during this cell ({who})"]

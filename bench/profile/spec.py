@@ -125,9 +125,18 @@ class OpenAIEngineSpec(Strict):
     @field_validator("base_urls")
     @classmethod
     def _urls(cls, urls: list[str]) -> list[str]:
+        import urllib.parse
+
         for url in urls:
             if not url.startswith("http://"):
                 raise ValueError(f"{url!r}: give http://HOST:PORT/v1 (TLS is not supported yet)")
+            try:
+                parts = urllib.parse.urlsplit(url)
+                parts.port  # noqa: B018 - raises on a port that is not a number in range
+            except ValueError as exc:
+                raise ValueError(f"{url!r}: {exc}") from None
+            if not parts.hostname:
+                raise ValueError(f"{url!r}: no host; give http://HOST:PORT/v1")
         return urls
 
     @model_validator(mode="after")
@@ -355,7 +364,8 @@ class RunSettings(Strict):
         None, description="kill a cell after this long; default: from its measurement plan (bench/measure/sizing.py)"
     )
     memory_limit_gib: Annotated[float, Field(gt=0)] | None = Field(
-        None, description="kill a cell whose process tree's RSS exceeds this (protects the host)"
+        None, description="a cell's memory limit, enforced by the kernel (bench/run/memory_limit.py); default: 80% of "
+                          "this machine's memory"
     )
     telemetry_interval_s: Annotated[float, Field(gt=0)] = 0.25
     probes: bool = Field(True, description="probe memory bandwidth and FLOP/s first, for each cell's roofline")
@@ -421,9 +431,11 @@ def _location(loc: tuple[Any, ...]) -> str:
     discriminator tags (literal['auto'], constrained-int, transformers) are not fields and are dropped."""
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
-        elif part in _TAGS or "[" in part or "-" in part:
+            continue
+        part = str(part)  # a YAML key need not be a string (1.5: x); a field path shows it as written
+        if part in _TAGS or "[" in part or "-" in part:
             continue
         else:
             out += f".{part}" if out else str(part)
@@ -435,12 +447,14 @@ def parse_profile(data: Any, path: str) -> Profile:
         raise ProfileError(path, [("", "a profile must be a YAML mapping (name, models, engines, ...)")])
     try:
         return Profile.model_validate(data)
+    except RecursionError:  # an anchor that holds itself (&a [*a]) nested past what validation follows
+        raise ProfileError(path, [("", "a YAML alias refers to itself: not a profile")]) from None
     except ValidationError as exc:
         # A value that fits no member of a union gets one error per member: say them as one.
         by_field: dict[str, list[str]] = {}
         for err in exc.errors():
             messages = by_field.setdefault(_location(err["loc"]), [])
-            message = err["msg"].removeprefix("Value error, ")
+            message = _one_line(err["msg"].removeprefix("Value error, "))
             if message not in messages:
                 messages.append(message)
         raise ProfileError(path, [(where, "; or ".join(msgs)) for where, msgs in by_field.items()]) from None
@@ -449,17 +463,36 @@ def parse_profile(data: Any, path: str) -> Profile:
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile file; raises ProfileError naming the file and field."""
     path = Path(path)
+    return profile_from_text(read_profile_text(path), path)
+
+
+def read_profile_text(path: Path) -> str:
+    """A profile file's text; ProfileError when it cannot be read or is not UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ProfileError(str(path), [("", "file not found")]) from None
     except OSError as exc:
-        raise ProfileError(str(path), [("", f"cannot read: {exc.strerror}")]) from None
-    return profile_from_text(text, path)
+        raise ProfileError(str(path), [("", f"cannot read: {exc.strerror or exc}")]) from None
+    return decode_utf8(raw, str(path))
+
+
+def decode_utf8(raw: bytes, label: str) -> str:
+    """Text of a file lokaal-bench reads (profiles, prompt files, traces): UTF-8 or a ProfileError
+    saying where the first byte that is not UTF-8 is."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ProfileError(label, [(f"line {line}, column {column}", f"not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                                                                     "save the file as UTF-8")]) from None
 
 
 def profile_from_text(text: str, path: Path, label: str | None = None) -> Profile:
     """Validate a profile's YAML text; `path` anchors its relative paths, `label` names it in errors."""
+    from bench.profile.preflight import check_profile
+
     label = label or str(path)
     try:
         data = yaml.safe_load(text)
@@ -467,19 +500,18 @@ def profile_from_text(text: str, path: Path, label: str | None = None) -> Profil
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ProfileError(label, [(where, f"YAML syntax error: {problem}")]) from None
+        raise ProfileError(label, [(where, f"YAML syntax error: {_one_line(problem)}")]) from None
+    except RecursionError:
+        raise ProfileError(label, [("", "YAML nested too deeply to be a profile")]) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # a tagged value that cannot be built (!!timestamp ...)
+        raise ProfileError(label, [("", f"YAML value cannot be read: {_one_line(str(exc))}")]) from None
     profile = parse_profile(data, label)
-    _check_files(profile, path, label)
+    check_profile(profile, path, label)  # everything a run could only find out later (bench/profile/preflight.py)
     return profile
 
 
-def _check_files(profile: Profile, path: Path, label: str) -> None:
-    problems = []
-    for i, workload in enumerate(profile.workloads):
-        if workload.prompts_file and not resolve_relative(workload.prompts_file, path).is_file():
-            problems.append((f"workloads[{i}].prompts_file", f"file not found: {workload.prompts_file}"))
-    if problems:
-        raise ProfileError(label, problems)
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:300]
 
 
 def resolve_relative(name: str, profile_path: Path) -> Path:

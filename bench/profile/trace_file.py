@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,19 +25,26 @@ class TraceEntry:
 
 
 def load_trace(path: Path) -> list[TraceEntry]:
+    from bench.profile.spec import decode_utf8
+
     if not path.is_file():
         raise ProfileError(str(path), [("", "trace file not found")])
+    try:
+        text = decode_utf8(path.read_bytes(), str(path))
+    except OSError as exc:
+        raise ProfileError(str(path), [("", f"cannot read: {exc.strerror or exc}")]) from None
     entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
             entry = TraceEntry(float(row["timestamp"]), int(row["input_tokens"]), int(row["output_tokens"]))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise ProfileError(str(path), [(f"line {number}", f"need timestamp, input_tokens, output_tokens "
                                                               f"({type(exc).__name__}: {exc})")]) from None
-        if entry.timestamp < 0 or entry.input_tokens < 1 or entry.output_tokens < 1:
+        if not math.isfinite(entry.timestamp) or entry.timestamp < 0 or min(entry.input_tokens,
+                                                                             entry.output_tokens) < 1:
             raise ProfileError(str(path), [(f"line {number}", "timestamp must be >= 0 and token counts >= 1")])
         entries.append(entry)
     if not entries:

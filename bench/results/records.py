@@ -10,6 +10,7 @@ import gzip
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,24 @@ class RequestRecord:
     prompt_text: str | None = None
     response_text: str | None = None
     client_process: int | None = None  # served, run.client_processes > 1: which client process sent it
+    # Served, streamed: each chunk that carried tokens, its arrival (same clock as token_times) and how
+    # many tokens it carried (exact when the server returned token ids for every chunk, else one per
+    # chunk with text); output_tokens is then the server's usage where given. A chunk of k tokens gives
+    # each of them the same token time; their inter-token latency is defined in bench/measure/metrics.py.
+    chunk_times: list[float] | None = None
+    chunk_tokens: list[int] | None = None
+    chunk_tokens_exact: bool | None = None
+    retry_after: str | None = None  # an HTTP error's Retry-After header, as sent (the client never retries)
 
     @property
     def usage_mismatch(self) -> bool:
-        return self.usage_output_tokens is not None and self.usage_output_tokens != self.output_tokens
+        """The server's usage disagrees with what was counted: for older records the streamed count;
+        for records with chunk counts only where those are exact (token ids), as the usage is the count."""
+        if self.usage_output_tokens is None:
+            return False
+        if self.chunk_tokens is None:
+            return self.usage_output_tokens != self.output_tokens
+        return bool(self.chunk_tokens_exact) and sum(self.chunk_tokens) != self.usage_output_tokens
 
     @property
     def send_lag(self) -> float | None:
@@ -66,6 +81,8 @@ class RequestRecord:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["token_times"] = [round(t, 7) for t in self.token_times]
+        if self.chunk_times is not None:
+            data["chunk_times"] = [round(t, 7) for t in self.chunk_times]
         return data
 
     @classmethod
@@ -77,15 +94,78 @@ class RequestRecord:
 
 def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
     """gzip JSONL, written to a temporary name and renamed, so a crash leaves no half file."""
+    from bench import scrub
     from bench.atomic import atomic_path
 
     with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as out:
-        for record in records:
-            out.write(json.dumps(record.to_json(), separators=(",", ":")) + "\n")
+        for record in records:  # an error text may quote what a server echoed: no secret goes to disk
+            out.write(scrub.text(json.dumps(record.to_json(), separators=(",", ":"))) + "\n")
 
 
 def read_records(path: Path) -> Iterator[RequestRecord]:
-    with gzip.open(path, "rt", encoding="utf-8") as src:
-        for line in src:
-            if line.strip():
-                yield RequestRecord.from_json(json.loads(line))
+    """The records of a file; ResultSetError naming the file and line for one that is corrupt (bad gzip,
+    bad JSON, a field of the wrong type), so a reader never computes with a broken record."""
+    import zlib
+
+    from bench.errors import ResultSetError
+
+    number = 0
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as src:
+            for number, line in enumerate(src, start=1):
+                if line.strip():
+                    data = json.loads(line)
+                    problem = record_problem(data)
+                    if problem:
+                        raise ResultSetError(f"{path}: corrupt record on line {number}: {problem}")
+                    yield RequestRecord.from_json(data)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ResultSetError(f"{path}: corrupt records (after line {number}: {type(exc).__name__}: "
+                             f"{exc})") from None
+
+
+def record_problem(data: Any) -> str | None:
+    """What is wrong with one stored record's JSON, if anything: not an object, a required field
+    missing, a field of the wrong type."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    for name, (kinds, items, required) in _field_kinds().items():
+        if name not in data:
+            if required:
+                return f"no {name}"
+            continue
+        value = data[name]
+        if not _is(value, kinds):
+            return f"{name} is {type(value).__name__}, not {' or '.join(kinds)}"
+        if items and isinstance(value, list) and not all(_is(v, items) for v in value):
+            return f"{name} holds a value that is not {' or '.join(items)}"
+    return None
+
+
+def _is(value: Any, kinds: tuple[str, ...]) -> bool:
+    checks = {"None": value is None, "bool": isinstance(value, bool), "str": isinstance(value, str),
+              "dict": isinstance(value, dict), "list": isinstance(value, list),
+              "int": isinstance(value, int) and not isinstance(value, bool),
+              "float": isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return any(checks.get(kind, True) for kind in kinds)
+
+
+@cache
+def _field_kinds() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]]:
+    """Per record field, from its annotation: the JSON kinds allowed, those of a list's items, required."""
+    import dataclasses
+
+    kinds = {}
+    for f in dataclasses.fields(RequestRecord):
+        allowed, items = [], ()
+        for part in str(f.type).split("|"):
+            part = part.strip()
+            base, _, inner = part.partition("[")
+            allowed.append(base)
+            if base == "list":
+                items = (inner.rstrip("]").strip(),)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kinds[f.name] = (tuple(allowed), items, required)
+    return kinds

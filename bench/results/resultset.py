@@ -22,6 +22,7 @@ import datetime as dt
 import gzip
 import json
 import re
+import secrets
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -40,10 +41,12 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def new_run_id(profile_name: str, machine_id: str) -> str:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+def new_run_id(profile_name: str, machine_id: str, now: dt.datetime | None = None) -> str:
+    """UTC seconds, profile, machine (so ids sort by time and say what and where), and a random
+    suffix: two runs of one profile started in the same second (nightly cron jobs) get two ids."""
+    stamp = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", profile_name).strip("-") or "profile"
-    return f"{stamp}-{safe}-{machine_id[:8]}"
+    return f"{stamp}-{safe}-{machine_id[:8]}-{secrets.token_hex(3)}"
 
 
 @cache
@@ -80,13 +83,12 @@ class ResultSet:
         write_json(self.manifest_path, {k: v for k, v in manifest.items() if k != UPGRADED_FROM})
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest in the current schema; ResultSetError (naming the file) for one that is corrupt,
+        of an unknown version or not of the manifest schema, so no reader meets a broken document."""
         if not self.manifest_path.is_file():
             raise ResultSetError(f"{self.path}: not a result set (no {MANIFEST})")
-        try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ResultSetError(f"{self.manifest_path}: corrupt JSON ({exc})") from None
-        manifest = upgrade_manifest(manifest, str(self.manifest_path))
+        manifest = upgrade_manifest(_read_json(self.manifest_path), str(self.manifest_path))
+        _check_schema(manifest, "manifest", self.manifest_path)
         if UPGRADED_FROM in manifest:
             note_upgrade(str(self.path), manifest[UPGRADED_FROM])
         return manifest
@@ -95,31 +97,56 @@ class ResultSet:
         write_json(self.cell_dir(cell_id) / CELL_SUMMARY, summary)
 
     def read_cell_summary(self, cell_id: str) -> dict[str, Any] | None:
+        """A cell's summary in the current schema; None when the cell has none (not run, or died before
+        it had one); ResultSetError for one that is corrupt or not of the cell schema."""
         path = self.cell_dir(cell_id) / CELL_SUMMARY
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
+        if not path.is_file():
             return None
-        if not isinstance(summary, dict) or "schema_version" not in summary:
-            return None  # not a summary: the cell counts as not done, like a corrupt one
-        return upgrade_cell_summary(summary, str(path))  # a newer version than this code raises
+        summary = upgrade_cell_summary(_read_json(path), str(path))  # a newer version than this code raises
+        _check_schema(summary, "cell", path)
+        return summary
 
     def completed_cells(self) -> set[str]:
-        """Cells with a COMPLETED summary on disk: what a resume keeps."""
+        """Cells with a COMPLETED summary on disk: what a resume keeps (a corrupt one is redone)."""
         done = set()
         cells_root = self.path / "cells"
         if not cells_root.is_dir():
             return done
         for cell_dir in cells_root.iterdir():
-            summary = self.read_cell_summary(cell_dir.name)
+            try:
+                summary = self.read_cell_summary(cell_dir.name)
+            except ResultSetError:
+                continue
             if summary and summary.get("status") == "COMPLETED":
                 done.add(cell_dir.name)
         return done
 
     def write_samples(self, cell_id: str, samples: list[dict[str, Any]]) -> None:
+        from bench import scrub
+
         with atomic_path(self.cell_dir(cell_id) / "telemetry.jsonl.gz") as tmp, gzip.open(tmp, "wt") as out:
             for sample in samples:
-                out.write(json.dumps(sample, separators=(",", ":")) + "\n")
+                out.write(scrub.text(json.dumps(sample, separators=(",", ":"))) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultSetError(f"{path}: corrupt (not UTF-8 at byte {exc.start})") from None
+    except ValueError as exc:
+        raise ResultSetError(f"{path}: corrupt JSON ({exc})") from None
+    except RecursionError:
+        raise ResultSetError(f"{path}: corrupt JSON (nested too deeply)") from None
+    except OSError as exc:
+        raise ResultSetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_schema(document: dict[str, Any], name: str, path: Path) -> None:
+    try:
+        validate({k: v for k, v in document.items() if k != UPGRADED_FROM}, name)
+    except ResultSetError as exc:
+        raise ResultSetError(f"{path}: not a valid {name} ({exc})") from None
 
 
 def find_result_sets(root: Path) -> list[Path]:

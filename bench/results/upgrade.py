@@ -44,8 +44,9 @@ CELL_UPGRADES: dict[int, Upgrader] = {1: _cell_v1_to_v2}
 def check_version(document: Any, where: str) -> int:
     """The document's schema_version; a clear error when there is none or it is newer than this code."""
     version = document.get("schema_version") if isinstance(document, dict) else None
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise ResultSetError(f"{where}: no schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ResultSetError(f"{where}: no schema_version" if not isinstance(version, int) or isinstance(version, bool)
+                             else f"{where}: schema_version {version} does not exist")
     if version > SCHEMA_VERSION:
         raise ResultSetError(
             f"{where}: schema_version {version} is newer than this lokaal-bench understands "

@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench import scrub
 from bench.atomic import write_json
 from bench.netguard import NetworkGuard, apply_offline_env
 from bench.run.rootcause import child_root_cause, own_log_tail
@@ -75,6 +76,9 @@ def _inject_fault(cell: dict[str, Any], engine: Any) -> None:
             while True:  # grows until the runner's memory limit (or the kernel) kills the process
                 hog.append(bytearray(64 * 1024 * 1024))
                 time.sleep(0.02)
+        if fault == "burst":  # one allocation far beyond the limit, faster than any poller looks
+            limit = json.loads(os.environ.get("LOKAAL_BENCH_MEMORY_LIMIT") or '{"bytes": 1073741824}')["bytes"]
+            hog = [bytearray(4 * limit)]
         if fault == "exit":
             os._exit(3)
         if fault == "segfault":
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     _EVENTS = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    scrub.register_engines([spec["cell"]["engine"]])  # the API key this cell sends is in no file it writes
     apply_offline_env()
     from bench.engines.openai_engine import endpoint_hosts
 
@@ -212,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_cell(spec, cell_dir)
     except BaseException as exc:  # every failure becomes a reason in the result, then a FAILED row
+        from bench.run.memory_limit import refusal_reason
+
+        if isinstance(exc, MemoryError):  # let go of what filled the memory before doing anything else
+            traceback.clear_frames(exc.__traceback__)
         traceback.print_exc()
-        reason = f"{type(exc).__name__}: {exc}".strip()
+        reason = refusal_reason(exc) or f"{type(exc).__name__}: {exc}".strip()
         cause = child_root_cause(own_log_tail())
         if cause and cause.split(" (in ")[0] not in reason:
             reason += f"; root cause: {cause}"

@@ -21,6 +21,9 @@ from typing import Any
 
 import psutil
 
+from bench.run import memory_limit as memlimit
+from bench.run.memory_limit import MemoryLimit
+
 EventHandler = Callable[[dict[str, Any]], None]
 
 _POLL_S = 0.05
@@ -91,14 +94,23 @@ def run_isolated(
     spec_path: Path,
     cell_dir: Path,
     timeout_s: float,
-    memory_limit_bytes: int | None,
+    memory_limit: MemoryLimit | None,
     telemetry_interval_s: float,
     on_event: EventHandler,
     env: dict[str, str] | None = None,
 ) -> Outcome:
-    """Run `python -m bench.run.cell_process` and watch it until it ends, is killed, or overruns."""
+    """Run `python -m bench.run.cell_process` and watch it until it ends, is killed, or overruns. The memory limit
+    is the kernel's to enforce (bench/run/memory_limit.py); the RSS poller here is the last line."""
     from bench.telemetry import TelemetryRecorder
 
+    def before_exec() -> None:
+        if sys.platform == "linux":
+            _die_with_parent()
+        if memory_limit is not None:
+            memlimit.apply_in_child(memory_limit)
+
+    if memory_limit is not None:
+        env = {**(os.environ if env is None else env), **memlimit.child_env(memory_limit)}
     log = open(cell_dir / "cell.log", "ab")  # noqa: SIM115 - closed in the finally below
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -108,9 +120,12 @@ def run_isolated(
         stdin=subprocess.DEVNULL,
         text=True,
         start_new_session=True,  # own process group: a timeout kills the whole tree
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        preexec_fn=before_exec,
         env=env,
     )
+    if memory_limit is not None and not memlimit.joined(memory_limit, proc.pid):
+        memory_limit.mechanism, memory_limit.why = memlimit.POLLER, "the cell could not join its cgroup"
+        memory_limit.poller_bytes = memory_limit.bytes
     reader = threading.Thread(target=_read_events, args=(proc.stdout, on_event), daemon=True)
     reader.start()
     recorder = TelemetryRecorder(proc.pid, interval_s=telemetry_interval_s)
@@ -118,14 +133,16 @@ def run_isolated(
     watched = psutil.Process(proc.pid)
     failure: str | None = None
     peak = 0
+    kill_at = memory_limit.poller_bytes if memory_limit is not None else None
     try:
         while proc.poll() is None:
             elapsed = time.monotonic() - started
             rss = _tree_rss(watched)
             peak = max(peak, rss)
-            if memory_limit_bytes is not None and rss > memory_limit_bytes:
-                failure = (f"exceeded the memory limit: RSS {rss / 2**30:.2f} GiB > "
-                           f"{memory_limit_bytes / 2**30:.2f} GiB (run.memory_limit_gib); killed")
+            if kill_at is not None and memory_limit is not None and rss > kill_at:
+                failure = (f"exceeded the memory limit: the process tree's RSS {rss / 2**30:.2f} GiB passed "
+                           f"{kill_at / 2**30:.2f} GiB (limit {memory_limit.bytes / 2**30:.2f} GiB, "
+                           f"{memory_limit.source}; {memory_limit.mechanism}); killed by the RSS poller")
                 _kill_group(proc, grace_s=0.0)
                 break
             if elapsed > timeout_s:
@@ -142,6 +159,11 @@ def run_isolated(
         proc.wait()
         reader.join(timeout=5)
         log.close()
+    if failure is None and memory_limit is not None:
+        failure = memlimit.killed_by_limit(memory_limit)
+        peak = max(peak, memlimit.cgroup_peak(memory_limit) or 0)
+    if memory_limit is not None:
+        memlimit.release(memory_limit)
     if failure is None and proc.returncode is not None and proc.returncode < 0:
         failure = _signal_reason(proc.returncode)
     return Outcome(proc.returncode, failure, time.monotonic() - started, samples, peak)

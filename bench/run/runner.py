@@ -7,27 +7,35 @@ moment leaves a result set that `--resume` completes, redoing only the cells wit
 
 from __future__ import annotations
 
-import gzip
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import __version__
+from bench import __version__, scrub
 from bench.atomic import write_json
-from bench.errors import BenchError
+from bench.errors import BenchError, ResultSetError
 from bench.measure.cell_summary import build_summary
 from bench.measure.roofline import for_cell as roofline_for_cell
 from bench.measure.sizing import plan_measurement
+from bench.measure.validity import judge
 from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.profile.cells import Cell, expand
-from bench.profile.spec import Profile, load_profile, profile_from_text
+from bench.profile.spec import Profile, profile_from_text, read_profile_text
 from bench.results.records import RequestRecord, read_records
 from bench.results.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
 from bench.results.upgrade import UPGRADED_FROM
+from bench.run import disk_space as diskspace
+from bench.run import memory_limit as memlimit
+from bench.run.disk_space import DiskFullError, check_space, estimate
+from bench.run.machine_lock import WAIT, InterruptedWhileWaiting, MachineLock
 from bench.serving.managed import ServerPool, ServerStartError
 
 GUARD_DESCRIPTION = "python audit hook on socket events (connect, sendto, getaddrinfo): loopback and allow_hosts only"
@@ -54,15 +62,17 @@ class RunPlan:
     resume: bool
     source: str  # the profile's text, kept in the manifest so `rerun` can run exactly it again
     skip: set[str] = field(default_factory=set)
+    when_busy: str = WAIT  # another run measuring on this machine: wait for it, or mark (bench/run/machine_lock.py)
 
 
 def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
-             machine_id: str, source: str | None = None) -> RunPlan:
+             machine_id: str, source: str | None = None, when_busy: str = WAIT) -> RunPlan:
     """`source`: the profile's text when it does not come from `profile_path` itself (rerun);
-    `profile_path` still anchors its relative paths."""
+    `profile_path` still anchors its relative paths. Everything that can be checked before running
+    is checked here (bench/profile/preflight.py through the profile loader, then the disk space)."""
     if source is None:
-        profile = load_profile(profile_path)
-        source = profile_path.read_text(encoding="utf-8")
+        source = read_profile_text(profile_path)
+        profile = profile_from_text(source, profile_path)
     else:
         profile = profile_from_text(source, profile_path, f"{profile_path} (as stored in the result set)")
     cells = expand(profile, profile_path)
@@ -75,11 +85,27 @@ def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume
                 f"{resume}: this result set was made from a profile with other cells; "
                 f"--resume needs the same profile ({manifest.get('profile', {}).get('path')})"
             )
-        return RunPlan(profile_path, profile, cells, result_set, True, source, result_set.completed_cells())
-    path = output or results_root / new_run_id(profile.name, machine_id)
-    if (path / "manifest.json").exists():
-        raise BenchError(f"{path} already holds a result set; choose another --output or use --resume")
-    return RunPlan(profile_path, profile, cells, ResultSet(path), False, source)
+        done = result_set.completed_cells()
+        check_space(estimate([c for c in cells if c.id not in done], resume))
+        return RunPlan(profile_path, profile, cells, result_set, True, source, done, when_busy)
+    if output is not None and (output / "manifest.json").exists():
+        raise BenchError(f"{output} already holds a result set; choose another --output or use --resume")
+    check_space(estimate(cells, output or results_root))
+    return RunPlan(profile_path, profile, cells, ResultSet(output or _claim_run_dir(results_root, profile.name,
+                                                                                    machine_id)),
+                   False, source, when_busy=when_busy)
+
+
+def _claim_run_dir(results_root: Path, profile_name: str, machine_id: str) -> Path:
+    """A new result set directory, made here so that no other run (started in the same second) takes it."""
+    for _ in range(100):
+        path = results_root / new_run_id(profile_name, machine_id)
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise BenchError(f"{results_root}: could not find a free run id")
 
 
 def _profile_record(plan: RunPlan) -> dict[str, Any]:
@@ -105,6 +131,9 @@ class Runner:
         self.model_paths: dict[tuple[Any, ...], Path] = {}  # _model_key -> directory, for managed servers
         # Managed servers (engine openai with `server:`): started before their first cell, stopped in run().
         self.servers = ServerPool(self.result_set.path / "servers")
+        # No secret the profile points at (API keys, a server's tokens) is written by this process.
+        scrub.register_engines(cell.engine for cell in plan.cells)
+        self.lock = MachineLock(self.result_set.path, plan.when_busy)
 
     # --- manifest ------------------------------------------------------------------------------
 
@@ -114,6 +143,9 @@ class Runner:
             self.manifest = self.result_set.read_manifest()
             # A resumed older result set is written (and sealed) in the current schema from here on.
             self.manifest.pop(UPGRADED_FROM, None)
+            interruption = self.manifest.pop("interruption", None)  # what stopped it last time: in its invocation
+            if interruption and self.manifest.get("invocations"):
+                self.manifest["invocations"][-1]["interruption"] = interruption
             self.manifest.setdefault("invocations", []).append({"started": now, "resume": True})
             for cell_id in self.plan.skip:
                 summary = self.result_set.read_cell_summary(cell_id)
@@ -247,16 +279,19 @@ class Runner:
             spec["load_generator_calibration"] = self.manifest.get("load_generator_calibration")
         write_json(spec_path, spec)
         run = self.plan.profile.run
+        limit = memlimit.prepare(*memlimit.resolve(run.memory_limit_gib))
         started = utc_now()
+        started_wall = time.time()
         outcome = run_isolated(
             spec_path,
             cell_dir,
             timeout_s=plan.cell_timeout_s,
-            memory_limit_bytes=int(run.memory_limit_gib * 2**30) if run.memory_limit_gib else None,
+            memory_limit=limit,
             telemetry_interval_s=run.telemetry_interval_s,
             on_event=lambda event: self.observer.cell_event(cell, event),
         )
         finished = utc_now()
+        scrub.file(cell_dir / "cell.log")  # the cell's own output: whatever a library printed
         result = _read_json(cell_dir / "result.json")
         records = _read_records_safely(cell_dir / "records.jsonl.gz")
         window = (result or {}).get("clock", {}).get("measured_window_wall")
@@ -264,6 +299,15 @@ class Runner:
         whole = summarise(outcome.samples, None)
         self.result_set.write_samples(cell.id, outcome.samples)
         summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished)
+        summary["memory_limit"] = limit.record()
+        others = self.lock.others_during(started_wall, time.time())
+        if others:  # another run measured during this cell: its numbers are not this machine's alone
+            summary["concurrent_runs"] = others
+            summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
+        if summary["status"] == "FAILED" and (diskspace.says_disk_full(summary["reason"])
+                                              or shutil.disk_usage(cell_dir).free < diskspace.CELL_FLOOR_BYTES):
+            # The cell died of the full disk, not of itself: no FAILED row; a resume redoes it.
+            raise OSError(errno.ENOSPC, "No space left on device (in the cell process)", str(cell_dir))
         summary["roofline"] = roofline_for_cell(summary, self.manifest.get("probes") or {})
         refused = read_refusals(cell_dir / "network.jsonl")
         summary["network_refused"] = refused
@@ -274,11 +318,25 @@ class Runner:
     # --- the run -------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
+        # Before anything is written: a run that waits for another one has not started yet.
+        try:
+            self.lock.acquire(self.observer.message)
+        except InterruptedWhileWaiting:
+            with contextlib.suppress(OSError):  # the directory claimed for it, still empty
+                self.result_set.path.rmdir()
+            raise
+        try:
+            return self._run()
+        finally:
+            self.lock.release()
+
+    def _run(self) -> dict[str, Any]:
         self.result_set.path.mkdir(parents=True, exist_ok=True)
         guard = NetworkGuard.install(self.plan.profile.run.allow_hosts, self.result_set.path / "network.jsonl")
-        self._start_manifest()
-        self.observer.run_started(self.result_set.path, self.plan.cells, self.plan.skip)
         try:
+            diskspace.make_reserve(self.result_set.path)
+            self._start_manifest()
+            self.observer.run_started(self.result_set.path, self.plan.cells, self.plan.skip)
             model_failures = self._prepare_models()
             self._probe()
             self._record_loadgen_calibration()
@@ -286,19 +344,25 @@ class Runner:
             for number, cell in enumerate(todo, start=1):
                 self.observer.cell_started(cell, number, len(todo))
                 failure = model_failures.get(_model_key(cell))
-                summary = (self._fail_without_running(cell, failure) if failure
-                           else self._run_cell(cell, number, len(todo)))
+                summary = scrub.data(self._fail_without_running(cell, failure) if failure
+                                     else self._run_cell(cell, number, len(todo)))
                 self.result_set.write_cell_summary(cell.id, summary)
                 self.summaries[cell.id] = summary
                 self._write_manifest()
+                self.lock.heartbeat()
                 self.observer.cell_finished(cell, summary)
         except KeyboardInterrupt:
             self._stop_servers()
             self.manifest["status"] = "interrupted"
             self.manifest["offline"]["refused"].extend(guard.refused)
             self._write_manifest()
+            diskspace.free_reserve(self.result_set.path)
             self._seal()
             raise
+        except OSError as exc:
+            if not diskspace.is_disk_full(exc):
+                raise
+            self._stop_for_full_disk(diskspace.where_it_failed(exc, self.result_set.path), guard.refused)
         finally:
             self._stop_servers()  # whatever happened: no server outlives the run
         self.manifest["offline"]["refused"].extend({"cell": None, **r} for r in guard.refused)
@@ -307,8 +371,24 @@ class Runner:
         self.manifest["finished"] = utc_now()
         self.manifest["invocations"][-1]["finished"] = self.manifest["finished"]
         self._write_manifest()
+        diskspace.free_reserve(self.result_set.path)
         self._seal()
         return self.manifest
+
+    def _stop_for_full_disk(self, where: Path, refused: list[dict[str, Any]]) -> None:
+        """The disk filled: give back the reserve, mark the result set interrupted (why, where) and seal
+        it if there is room now, then stop with DiskFullError (exit 130; the completed cells stay)."""
+        diskspace.free_reserve(self.result_set.path)
+        self._stop_servers()
+        if self.manifest:
+            self.manifest["status"] = "interrupted"
+            self.manifest["interruption"] = {"reason": "disk full", "where": str(where), "at": utc_now()}
+            with contextlib.suppress(OSError):  # still no room: the manifest on disk already says "running"
+                self.manifest["offline"]["refused"].extend(refused)
+                self._write_manifest()
+                self._seal()
+        resume = f"lokaal-bench run {self.plan.profile_path} --resume {self.result_set.path}"
+        raise DiskFullError(where, self.result_set.path, resume)
 
     def _record_loadgen_calibration(self) -> None:
         """Served cells: how far this machine's load generator can be trusted (`lokaal-bench calibrate`)."""
@@ -324,6 +404,8 @@ class Runner:
     def _stop_servers(self) -> None:
         """Stop every managed server (idempotent) and record them: command, version, log, exit status."""
         self.servers.close()
+        for server in self.servers.servers.values():
+            scrub.file(server.log_path)  # a server may log the headers it was sent
         if self.servers.servers:
             self.manifest["servers"] = {**self.manifest.get("servers", {}), **self.servers.records()}
 
@@ -360,7 +442,7 @@ def _read_records_safely(path: Path) -> list[RequestRecord]:
     """Records of a finished cell; a cell that died before writing them has none."""
     try:
         return list(read_records(path))
-    except (FileNotFoundError, EOFError, OSError, json.JSONDecodeError, gzip.BadGzipFile):
+    except (OSError, ResultSetError):
         return []
 
 

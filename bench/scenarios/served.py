@@ -66,9 +66,12 @@ def open_loop_schedule(ctx: ScenarioContext, requests: Iterable[Request], offset
 
 def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repetition: int, scheduled: float,
             endpoint: str, batch_index: int) -> RequestRecord:
-    """One served request's record; each request is its own 'batch' (the server batches, not us)."""
+    """One served request's record; each request is its own 'batch' (the server batches, not us).
+    The server's usage, when it gives one, is the token count (a chunk may carry several tokens and,
+    without token ids, is counted as one); each chunk's arrival and count are kept beside it."""
     times = [t - ctx.t0 for t in result.token_times]
-    produced = len(times)
+    counted = len(times)
+    produced = result.usage_completion_tokens if result.usage_completion_tokens is not None else counted
     error = result.error
     if error is None and produced != request.output_tokens:
         error = f"short output: {produced} of {request.output_tokens} tokens"
@@ -80,10 +83,21 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
         finish_reason="length" if error is None else "error", error=error,
         prompt_sha256=token_ids_sha256(request.prompt_token_ids), sent_time=result.sent - ctx.t0,
         usage_output_tokens=result.usage_completion_tokens, endpoint=endpoint,
-        response_sha256=hashlib.sha256(result.text.encode()).hexdigest(),
+        chunk_times=[t - ctx.t0 for t in result.chunk_times], chunk_tokens=list(result.chunk_tokens),
+        chunk_tokens_exact=result.exact_token_ids is not None, retry_after=result.retry_after,
+        response_sha256=response_sha256(result),
         prompt_text=_prompt_text(ctx, request) if ctx.store_text else None,
         response_text=result.text if ctx.store_text else None,
     )
+
+
+def response_sha256(result: StreamResult) -> str | None:
+    """What identifies the output: its token ids where the server returned them all, else its text when
+    it has any; None ("not known") otherwise, never the hash of nothing."""
+    ids = result.exact_token_ids
+    if ids is not None:
+        return token_ids_sha256(ids)
+    return hashlib.sha256(result.text.encode()).hexdigest() if result.text else None
 
 
 def _prompt_text(ctx: ScenarioContext, request: Request) -> str | None:
