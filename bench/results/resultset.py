@@ -147,6 +147,15 @@ def _check_schema(document: dict[str, Any], name: str, path: Path) -> None:
         validate({k: v for k, v in document.items() if k != UPGRADED_FROM}, name)
     except ResultSetError as exc:
         raise ResultSetError(f"{path}: not a valid {name} ({exc})") from None
+    except ModuleNotFoundError:  # a bare host before lokaal-bench's own install (the GPU acceptance run)
+        _warn_once("jsonschema is not installed: result-set documents are read without their schema check")
+
+
+@cache
+def _warn_once(text: str) -> None:
+    import logging
+
+    logging.getLogger(__name__).warning("note: %s", text)
 
 
 def find_result_sets(root: Path) -> list[Path]:
