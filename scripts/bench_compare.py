@@ -75,7 +75,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     from bench.readers.compare import compare
     from bench.readers.history import collect
-    from bench.readers.tables import DEFAULT_COLUMNS, cell_rows, render
+    from bench.readers.printing import render
+    from bench.readers.tables import DEFAULT_COLUMNS, cell_rows
 
     root = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     try:

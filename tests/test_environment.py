@@ -14,7 +14,8 @@ from rich.console import Console
 
 import bench
 from bench.run import environment
-from bench.run.environment import cgroup_limits, collect_environment, env_vars, format_environment, machine_id
+from bench.run.environment import cgroup_limits, collect_environment, env_vars, machine_id
+from bench.run.environment_view import format_environment
 from fake_nvml import FakeGpu, make_fake_nvml
 
 PARTS = ("cpu", "memory", "gpus", "os", "python", "lokaal_bench", "env_vars", "power")

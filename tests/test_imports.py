@@ -19,6 +19,13 @@ LIGHT = [
     "bench.run.environment",
     "bench.telemetry",
     "bench.netguard",
+    "bench.readers.printing",
+    "bench.run.commands",
+    "bench.run.machine_commands",
+    "bench.run.environment_view",
+    "bench.readers.commands",
+    "bench.planning.commands",
+    "bench.results.commands",
 ]
 
 
@@ -35,3 +42,14 @@ def test_cli_help_and_version() -> None:
     assert done.returncode == 0 and "validate" in done.stdout and "models" in done.stdout
     done = subprocess.run([sys.executable, "-m", "bench", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("lokaal-bench ")
+
+
+def test_every_verb_dispatches_to_a_function() -> None:
+    """cli.py names each verb's function as "module:function": each must exist."""
+    import argparse
+
+    from bench.cli import _resolve, build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in verbs.choices.items():
+        assert callable(_resolve(parser.get_default("handler"))), name

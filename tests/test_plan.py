@@ -139,7 +139,7 @@ def test_cli_formats_and_errors(two_kinds: Path) -> None:
     done = cli("plan", str(two_kinds), "--model", "TINY LLAMA (SYNTHETIC)", "--users", "10", "--slo", "ttft_p90<=50ms",
                "--format", "json")
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
+    rows = json.loads(done.stdout)["rows"]  # the rows of the JSON envelope (docs/output-formats.md)
     assert len(rows) == 4 and {r["nodes"] for r in rows if r["search"] == "concurrency"} == {3}
     done = cli("plan", str(two_kinds), "--model", "tiny-llama", "--users", "10", "--slo", "ttft_p90<=50ms",
                "--format", "markdown")

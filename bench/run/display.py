@@ -1,34 +1,28 @@
-"""What a person sees: progress while a run goes, and the summary table at the end."""
+"""What a person sees: progress while a run goes, and the summary table at the end (a Table of
+bench.readers.printing, so it prints in every format)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bench.measure.metrics import peak_host_bytes
 from bench.profile.cells import Cell, engine_label, point_label
-
-
-def _ms(value: Any) -> str:
-    return "-" if value is None else f"{value * 1000:.1f}"
+from bench.readers.printing import Column, Table, fixed, percent
+from bench.readers.printing.table import Formatter
 
 
 def _num(value: Any, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _gib(value: Any) -> str:
-    return "-" if not value else f"{value / 2**30:.2f}"
-
-
-def _roof(summary: dict[str, Any], phase: str) -> str:
+def _roof(summary: dict[str, Any], phase: str) -> float | None:
     """The measured share of the roofline bound (bench/measure/roofline.py): hardware or software limit?"""
-    fraction = ((summary.get("roofline") or {}).get(phase) or {}).get("fraction")
-    return "-" if fraction is None else f"{fraction:.0%}"
+    return ((summary.get("roofline") or {}).get(phase) or {}).get("fraction")
 
 
 def precision_of(summary: dict[str, Any]) -> float | None:
@@ -43,10 +37,6 @@ def precision_of(summary: dict[str, Any]) -> float | None:
     return relative_half_width(values)
 
 
-def _with_precision(text: str, precision: float | None) -> str:
-    return text if precision is None or text == "-" else f"{text} ±{precision:.1%}"
-
-
 def _point(scenario: dict[str, Any], workload: dict[str, Any] | None) -> str:
     return point_label(scenario) + (f" {workload['name']}" if workload else "")
 
@@ -56,10 +46,62 @@ def _model_name(config: dict[str, Any]) -> str:
     return model.get("name") or model.get("card") or Path(model.get("path") or "").name
 
 
-def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
+def _pair(first: str, second: str) -> Formatter:
+    """Two latencies in milliseconds in one column for people: `p50/p99`."""
+    def text(value: Any, row: Mapping[str, Any]) -> str:
+        a, b = row.get(first), row.get(second)
+        if a is None and b is None:
+            return "-"
+        return "/".join("-" if v is None else f"{v:.1f}" for v in (a, b))
+
+    return text
+
+
+def _with_precision(value: Any, row: Mapping[str, Any]) -> str:
+    text, precision = _num(value), row.get("output_tok_s_precision")
+    return text if precision is None or text == "-" else f"{text} ±{precision:.1%}"
+
+
+def _status_style(value: Any, row: Mapping[str, Any]) -> str:
+    return {"FAILED": "red", "INVALID": "yellow"}.get(str(value).split(" ")[0], "green")
+
+
+def _summary_columns(models: int, engines: int) -> list[Column]:
+    def ms(name: str) -> Column:
+        return Column(name, unit="ms", numeric=True, people=False)
+
+    def rate(name: str, heading: str) -> Column:
+        return Column(name, heading, "tok/s", numeric=True, format=fixed(1), no_wrap=True)
+
+    return [
+        Column("cell_id", people=False), Column("label", people=False),
+        Column("model", people=models > 1), Column("engine", people=engines > 1),
+        Column("point", "scenario point"),
+        Column("ttft", "TTFT ms\np50/p99", numeric=True, format=_pair("ttft_p50", "ttft_p99"), machines=False,
+               no_wrap=True),
+        Column("itl", "ITL ms\np50/p99", numeric=True, format=_pair("itl_p50", "itl_p99"), machines=False,
+               no_wrap=True),
+        Column("e2e", "E2E ms\np50/p99", numeric=True, format=_pair("e2e_latency_p50", "e2e_latency_p99"),
+               machines=False, no_wrap=True),
+        ms("ttft_p50"), ms("ttft_p99"), ms("itl_p50"), ms("itl_p99"), ms("e2e_latency_p50"), ms("e2e_latency_p99"),
+        Column("output_tok_s", "output tok/s\n±95% CI", "tok/s", numeric=True, format=_with_precision, no_wrap=True),
+        Column("output_tok_s_precision", unit="fraction", numeric=True, people=False),
+        rate("prefill_tok_s", "prefill\ntok/s"), rate("decode_tok_s", "decode\ntok/s"),
+        Column("decode_roofline_fraction", "decode\n% roof", "fraction", numeric=True, format=percent(0),
+               no_wrap=True),
+        Column("load_s", "load\ns", "s", numeric=True, format=fixed(2), no_wrap=True),
+        Column("peak_host_bytes", "RSS\nGiB", "bytes", numeric=True, no_wrap=True,
+               format=lambda v, row: "-" if not v else f"{v / 2**30:.2f}"),
+        Column("shown_status", "status", style=_status_style, machines=False),
+        Column("status", people=False), Column("validity", people=False), Column("reason", people=False),
+        Column("wall_s", unit="s", numeric=True, people=False),
+    ]
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> Table:
     """One row per cell with the headline numbers, units in the column heads, and the numbered
-    reasons of failed cells. Model and engine get a column only when they differ between cells,
-    else they go in the caption, to keep the table narrow."""
+    reasons of failed cells as notes. Model and engine get a column for people only when they
+    differ between cells, else they go in the caption, to keep the table narrow."""
     models = {_model_name(s["config"]) for s in summaries}
     engines = {engine_label(s["config"]["engine"]) for s in summaries}
     caption = []
@@ -73,58 +115,50 @@ def summary_table(summaries: list[dict[str, Any]]) -> tuple[Table, list[str]]:
     if rules:
         caption.append(f"validity rules: {', '.join(sorted(rules))}"
                        + ("" if rules == {"procurement"} else " (not for procurement)"))
-    table = Table(title="lokaal-bench summary", caption="; ".join(caption), header_style="bold")
-    if len(models) > 1:
-        table.add_column("model")
-    if len(engines) > 1:
-        table.add_column("engine")
-    table.add_column("scenario point")
-    for heading in ("TTFT ms\np50/p99", "ITL ms\np50/p99", "E2E ms\np50/p99", "output tok/s\n±95% CI",
-                    "prefill\ntok/s", "decode\ntok/s", "decode\n% roof", "load\ns", "RSS\nGiB"):
-        table.add_column(heading, justify="right", no_wrap=True)
-    table.add_column("status")
+    # An invalid cell's numbers are shown dimmed and struck through: never mistaken for results.
+    table = Table("run", _summary_columns(len(models), len(engines)), title="lokaal-bench summary",
+                  caption="; ".join(caption), header_style="bold",
+                  row_style=lambda row: "dim strike" if row.get("validity") == "INVALID" else None)
     failures: list[str] = []
     notes: list[str] = []  # worth knowing, not invalidating (e.g. a nightly cell short of its precision)
     for summary in summaries:
         config = summary["config"]
         metrics = summary.get("metrics") or {}
 
-        def pair(name: str, metrics: dict[str, Any] = metrics) -> str:
+        def ms(name: str, stat: str, metrics: dict[str, Any] = metrics) -> float | None:
             dist = metrics.get(name) or {}
-            return f"{_ms(dist.get('p50'))}/{_ms(dist.get('p99'))}" if dist.get("n") else "-"
+            return None if not dist.get("n") or dist.get(stat) is None else dist[stat] * 1000
 
-        def value(name: str, metrics: dict[str, Any] = metrics) -> str:
-            return _num((metrics.get(name) or {}).get("value"))
+        def value(name: str, metrics: dict[str, Any] = metrics) -> float | None:
+            return (metrics.get(name) or {}).get("value")
 
         validity = summary.get("validity") or {}
         if summary["status"] != "COMPLETED":
             failures.append(f"[{len(failures) + 1}] {summary['label']}: {summary.get('reason')}")
-            status = f"[red]{summary['status']} [{len(failures)}][/]"
+            shown = f"{summary['status']} [{len(failures)}]"
         elif validity.get("verdict") == "INVALID":
             failures.append(f"[{len(failures) + 1}] {summary['label']}: INVALID under the {validity['rules']} rules: "
                             + "; ".join(validity["reasons"]))
-            status = f"[yellow]INVALID [{len(failures)}][/]"
+            shown = f"INVALID [{len(failures)}]"
         else:
-            status = "[green]VALID[/]" if validity else "[green]ok[/]"
+            shown = "VALID" if validity else "ok"
         for note in validity.get("notes") or []:
             notes.append(f"note: {summary['label']}: {note}")
-        # An invalid cell's numbers are shown dimmed and struck through: never mistaken for results.
-        style = "dim strike" if validity.get("verdict") == "INVALID" else ""
-        row = []
-        if len(models) > 1:
-            row.append(_model_name(config))
-        if len(engines) > 1:
-            row.append(engine_label(config["engine"]))
-        row += [
-            _point(config["scenario"], config.get("workload")),
-            pair("ttft"), pair("itl"), pair("e2e_latency"),
-            _with_precision(value("output_tok_s"), precision_of(summary)),
-            value("prefill_tok_s"), value("decode_tok_s"), _roof(summary, "decode"),
-            _num(summary.get("load_s"), 2),
-            _gib(peak_host_bytes(summary.get("memory") or {})),
-        ]
-        table.add_row(*[f"[{style}]{cell}[/]" if style else cell for cell in row], status)
-    return table, failures + notes
+        table.add(
+            cell_id=summary.get("cell_id"), label=summary.get("label"), model=_model_name(config),
+            engine=engine_label(config["engine"]), point=_point(config["scenario"], config.get("workload")),
+            ttft_p50=ms("ttft", "p50"), ttft_p99=ms("ttft", "p99"), itl_p50=ms("itl", "p50"), itl_p99=ms("itl", "p99"),
+            e2e_latency_p50=ms("e2e_latency", "p50"), e2e_latency_p99=ms("e2e_latency", "p99"),
+            output_tok_s=value("output_tok_s"), output_tok_s_precision=precision_of(summary),
+            prefill_tok_s=value("prefill_tok_s"), decode_tok_s=value("decode_tok_s"),
+            decode_roofline_fraction=_roof(summary, "decode"), load_s=summary.get("load_s"),
+            peak_host_bytes=peak_host_bytes(summary.get("memory") or {}), shown_status=shown,
+            status=summary["status"], validity=validity.get("verdict"), reason=summary.get("reason"),
+            wall_s=summary.get("wall_s"),
+        )
+    for line in failures + notes:
+        table.note(line)
+    return table
 
 
 class RunDisplay:
