@@ -14,7 +14,7 @@ import pytest
 from bench.errors import ProfileError
 from bench.measure.capacity_search import next_load, summarise
 from bench.measure.slo import evaluate, min_requests
-from bench.profile.spec import parse_profile
+from bench.profile.loading import parse_profile
 from bench.results.records import RequestRecord
 from bench.serving.calibrate import start_server
 from conftest import tiny_profile

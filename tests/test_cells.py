@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 from bench.profile.cells import expand
-from bench.profile.spec import parse_profile
+from bench.profile.loading import parse_profile
 from conftest import tiny_profile
 
 

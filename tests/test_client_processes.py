@@ -16,7 +16,7 @@ import pytest
 
 from bench.errors import ProfileError
 from bench.profile.cells import expand
-from bench.profile.spec import parse_profile
+from bench.profile.loading import parse_profile
 from bench.results.records import read_records
 from bench.serving.calibrate import start_server
 from bench.serving.workers import choose_client_processes

@@ -9,7 +9,7 @@ import pytest
 
 from bench.errors import ProfileError
 from bench.profile.cells import expand
-from bench.profile.spec import load_profile
+from bench.profile.loading import load_profile
 from conftest import REPO, tiny_profile
 
 
@@ -85,7 +85,7 @@ def test_the_readme_profile_example_is_valid() -> None:
 
     import yaml
 
-    from bench.profile.spec import parse_profile
+    from bench.profile.loading import parse_profile
 
     text = (REPO / "README.md").read_text()
     example = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from bench.errors import ProfileError
-from bench.profile.spec import load_profile
+from bench.profile.loading import load_profile
 from bench.results.resultset import new_run_id
 from bench.run import memory_limit as memlimit
 from conftest import calibration_endpoint, tiny_profile, tmpfs

@@ -9,7 +9,7 @@ import pytest
 
 from bench.errors import ProfileError
 from bench.models.remote_code import UnpinnedCodeError, code_files, verify_code_pins
-from bench.profile.spec import parse_profile
+from bench.profile.loading import parse_profile
 from conftest import tiny_profile
 
 

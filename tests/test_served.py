@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ProfileError
-from bench.profile.spec import parse_profile
+from bench.profile.loading import parse_profile
 from bench.results.records import read_records
 from bench.scenarios.served import arrival_times
 from bench.serving.calibrate import start_server

@@ -24,7 +24,7 @@ from bench.measure.sizing import (
     steady,
 )
 from bench.profile.cells import expand
-from bench.profile.spec import load_profile
+from bench.profile.loading import load_profile
 from bench.profile.workloads import TokenSpace, file_requests, request_stream, synthetic_requests
 from bench.scenarios.served import arrival_stream, arrival_times
 from conftest import REPO
@@ -147,7 +147,7 @@ def test_the_shipped_profiles_keep_their_cell_ids_and_estimate_their_time() -> N
                                         "tests/data/calibration-cpu"])
 def test_the_committed_result_sets_profiles_still_expand_to_their_cell_ids(result_set: str) -> None:
     """Nightly history survives: the profile stored in an old result set expands to the same cells today."""
-    from bench.profile.spec import profile_from_text
+    from bench.profile.loading import profile_from_text
     from bench.results.resultset import ResultSet
 
     manifest = ResultSet(REPO / result_set).read_manifest()

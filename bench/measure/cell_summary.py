@@ -11,7 +11,7 @@ from bench.measure.metrics import percentile, short_outputs, summarise
 from bench.measure.sizing import sizing_summary
 from bench.measure.validity import judge
 from bench.profile.cells import Cell
-from bench.profile.spec import SERVED_SCENARIOS
+from bench.profile.scenario_specs import SERVED_SCENARIOS
 from bench.results.records import RequestRecord
 from bench.results.resultset import SCHEMA_VERSION
 from bench.run.isolation import Outcome

@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.hashing import canonical_json
-from bench.profile.spec import (
-    SERVED_ENGINES,
-    SERVED_SCENARIOS,
-    ModelSpec,
-    Profile,
-    RunSettings,
-    WorkloadSpec,
-    resolve_relative,
-)
+from bench.profile.engine_specs import SERVED_ENGINES
+from bench.profile.loading import resolve_relative
+from bench.profile.model_spec import ModelSpec
+from bench.profile.run_settings import RunSettings
+from bench.profile.scenario_specs import SERVED_SCENARIOS
+from bench.profile.spec import Profile
 from bench.profile.trace_file import load_trace, trace_sha256
+from bench.profile.workload_specs import WorkloadSpec
 
 # Bump only when the meaning of a cell's configuration changes; ids change with it.
 CELL_ID_VERSION = 1

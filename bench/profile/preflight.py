@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import ProfileError
-from bench.profile.spec import ModelSpec, Profile, decode_utf8, resolve_relative
+from bench.profile.loading import decode_utf8, resolve_relative
+from bench.profile.model_spec import ModelSpec
+from bench.profile.spec import Profile
 
 Problem = tuple[str, str]
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")

@@ -25,7 +25,7 @@ class TraceEntry:
 
 
 def load_trace(path: Path) -> list[TraceEntry]:
-    from bench.profile.spec import decode_utf8
+    from bench.profile.loading import decode_utf8
 
     if not path.is_file():
         raise ProfileError(str(path), [("", "trace file not found")])

@@ -95,7 +95,7 @@ def validate_command(args: argparse.Namespace, out: Output) -> int:
     """Check a profile and list its cells with what each will measure and how long, without running."""
     from bench.measure.sizing import estimate_run, format_duration
     from bench.profile.cells import expand
-    from bench.profile.spec import load_profile
+    from bench.profile.loading import load_profile
 
     path = Path(args.profile)
     cells = expand(load_profile(path), path)

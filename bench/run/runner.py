@@ -28,7 +28,8 @@ from bench.measure.sizing import plan_measurement
 from bench.measure.validity import judge
 from bench.netguard import NetworkGuard, apply_offline_env, read_refusals
 from bench.profile.cells import Cell, expand
-from bench.profile.spec import Profile, profile_from_text, read_profile_text
+from bench.profile.loading import profile_from_text, read_profile_text
+from bench.profile.spec import Profile
 from bench.results.records import RequestRecord, read_records
 from bench.results.resultset import SCHEMA_VERSION, ResultSet, new_run_id, utc_now
 from bench.results.upgrade import UPGRADED_FROM
@@ -392,7 +393,7 @@ class Runner:
 
     def _record_loadgen_calibration(self) -> None:
         """Served cells: how far this machine's load generator can be trusted (`lokaal-bench calibrate`)."""
-        from bench.profile.spec import SERVED_SCENARIOS
+        from bench.profile.scenario_specs import SERVED_SCENARIOS
         from bench.serving.calibrate import latest_for
 
         if any(c.scenario["kind"] in SERVED_SCENARIOS for c in self.plan.cells):
