@@ -16,9 +16,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.measure.validity import RULES, required_samples
+from bench.profile.points import CapacityPoint, ScenarioPoint
+from bench.profile.run_settings import RunSettings
+
+if TYPE_CHECKING:
+    from bench.profile.cells import Cell
 
 AUTO_MIN_REPETITIONS = 3
 CELL_START_ALLOWANCE_S = 1800.0  # process start, model load and count-bound time on a slow machine
@@ -81,34 +86,34 @@ def exact_plan(requests: int, repetitions: int = 1, warmup: int = 0) -> Measurem
                            {"all": "exact_plan: a fixed amount of work"})
 
 
-def scenario_count(point: dict[str, Any]) -> int:
+def scenario_count(point: ScenarioPoint) -> int:
     """The requests a scenario point asks for per repetition (the profile's counts, now minimums)."""
-    if point["kind"] == "prefill-decode":
-        return int(point["requests"]) * int(point.get("batch_size", 1))  # runs x rows
-    if point["kind"] == "capacity":
+    if point.kind == "prefill-decode":
+        return point.requests * point.batch_size  # runs x rows
+    if point.kind == "capacity":
         from bench.measure.capacity_search import requests_per_probe
 
         return requests_per_probe(point)
-    if point["kind"] == "trace":  # every entry of the trace (or of its first `requests`) at least once
+    if point.kind == "trace":  # every entry of the trace (or of its first `requests`) at least once
         from pathlib import Path
 
         from bench.profile.trace_file import load_trace
 
-        return len(load_trace(Path(point["file"]))[: point.get("requests") or None])
-    return int(point.get("requests") or 0)
+        return len(load_trace(Path(point.file))[: point.requests or None])
+    return point.requests or 0
 
 
-def _unit(point: dict[str, Any]) -> int:
+def _unit(point: ScenarioPoint) -> int:
     """Work is issued in whole units: batches (offline), runs of batch_size rows (prefill-decode)."""
-    return int(point.get("batch_size", 1)) if point["kind"] in ("offline", "prefill-decode") else 1
+    return point.batch_size if point.kind in ("offline", "prefill-decode") else 1
 
 
-def plan_measurement(run: dict[str, Any], point: dict[str, Any]) -> MeasurementPlan:
-    """The measurement plan of one cell from its run settings (RunSettings as a dict) and scenario point."""
-    rules = RULES[run.get("rules", "nightly")]
+def plan_measurement(run: RunSettings, point: ScenarioPoint) -> MeasurementPlan:
+    """The measurement plan of one cell from its run settings and scenario point."""
+    rules = RULES[run.rules]
     why: dict[str, str] = {}
     repetitions = _repetition_plan(run, point, why)
-    profile_floor = run.get("min_duration_s")
+    profile_floor = run.min_duration_s
     if profile_floor is not None and profile_floor >= rules.min_duration_s:
         min_duration = float(profile_floor)
         why["min_duration_s"] = f"run.min_duration_s {profile_floor:g} s"
@@ -117,7 +122,7 @@ def plan_measurement(run: dict[str, Any], point: dict[str, Any]) -> MeasurementP
         why["min_duration_s"] = (f"{rules.name} rules: at least {rules.min_duration_s:g} s measured per cell"
                                  + (f" (above run.min_duration_s {profile_floor:g} s)" if profile_floor else ""))
     # A capacity probe is a load point in its own right: each measures the whole floor.
-    spread = 1 if point["kind"] == "capacity" else repetitions.minimum
+    spread = 1 if point.kind == "capacity" else repetitions.minimum
     per_repetition = min_duration / spread
     if spread > 1:
         why["min_duration_per_repetition_s"] = f"{min_duration:g} s over {spread} repetitions"
@@ -133,8 +138,8 @@ def plan_measurement(run: dict[str, Any], point: dict[str, Any]) -> MeasurementP
     min_requests = max(count, per_repetition_samples)
     min_requests = math.ceil(min_requests / unit) * unit
     warmup = _warmup_plan(run)
-    max_duration = run.get("max_duration_s")
-    timeout = run.get("cell_timeout_s")
+    max_duration = run.max_duration_s
+    timeout = run.cell_timeout_s
     if timeout is None:
         bound = max(per_repetition, max_duration or 0.0)
         timeout = CELL_START_ALLOWANCE_S + 2 * repetitions.maximum * bound
@@ -146,26 +151,26 @@ def plan_measurement(run: dict[str, Any], point: dict[str, Any]) -> MeasurementP
                            warmup, float(timeout), why)
 
 
-def _repetition_plan(run: dict[str, Any], point: dict[str, Any], why: dict[str, str]) -> RepetitionPlan:
-    if point["kind"] == "capacity":  # its "repetitions" are the search's probes, each a different load
+def _repetition_plan(run: RunSettings, point: ScenarioPoint, why: dict[str, str]) -> RepetitionPlan:
+    if point.kind == "capacity":  # its "repetitions" are the search's probes, each a different load
         why["repetitions"] = "capacity: one search; its probes are its load points"
         return RepetitionPlan("fixed", 1, 1, None)
-    rules = RULES[run.get("rules", "nightly")]
-    value = run.get("repetitions", 3)
+    rules = RULES[run.rules]
+    value = run.repetitions
     if value == "auto":
         low = max(AUTO_MIN_REPETITIONS, rules.min_repetitions)
-        high = max(int(run.get("max_repetitions", 10)), low)
+        high = max(run.max_repetitions, low)
         why["repetitions"] = (f"auto: {low} to {high}, until the 95% half-width of output tok/s is within "
-                              f"{run.get('target_precision', 0.02):.1%}")
-        return RepetitionPlan("auto", low, high, float(run.get("target_precision", 0.02)))
+                              f"{run.target_precision:.1%}")
+        return RepetitionPlan("auto", low, high, run.target_precision)
     why["repetitions"] = f"run.repetitions {value}"
     return RepetitionPlan("fixed", int(value), int(value), None)
 
 
-def _warmup_plan(run: dict[str, Any]) -> WarmupPlan:
-    value = run.get("warmup", 1)
+def _warmup_plan(run: RunSettings) -> WarmupPlan:
+    value = run.warmup
     if value == "auto":
-        return WarmupPlan("auto", 2, int(run.get("max_warmup", 10)), float(run.get("warmup_tolerance", 0.1)))
+        return WarmupPlan("auto", 2, run.max_warmup, run.warmup_tolerance)
     return WarmupPlan("fixed", int(value), int(value), None)
 
 
@@ -220,16 +225,16 @@ class CellEstimate:
     overhead_s: float  # start-up allowance: process, imports, loading the weights
 
 
-def _probe_bound(point: dict[str, Any]) -> int:
+def _probe_bound(point: CapacityPoint) -> int:
     """The most probes a capacity search makes: doublings from start to max, the ceiling, bisections."""
-    doublings = math.ceil(math.log2(max(point["max"] / point["start"], 1.0))) + 1
-    return doublings + int(point.get("steps", 0))
+    doublings = math.ceil(math.log2(max(point.max / point.start, 1.0))) + 1
+    return doublings + point.steps
 
 
-def estimate_cell(cell_id: str, label: str, run: dict[str, Any], point: dict[str, Any],
+def estimate_cell(cell_id: str, label: str, run: RunSettings, point: ScenarioPoint,
                   weight_bytes: int | None = None) -> CellEstimate:
     plan = plan_measurement(run, point)
-    probes = _probe_bound(point) if point["kind"] == "capacity" else 1
+    probes = _probe_bound(point) if isinstance(point, CapacityPoint) else 1
     minimum = plan.minimum_measured_s() * probes
     maximum: float | None = None
     if plan.max_duration_s is not None:  # each repetition is bounded: the worst case is known
@@ -276,16 +281,16 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def estimate_run(cells: list[Any]) -> RunEstimate:
+def estimate_run(cells: list[Cell]) -> RunEstimate:
     """The time a run of these cells (bench.profile.cells.Cell) will take, from their plans and weight sizes."""
     from bench.models.cards import UnknownCardError, load_card
 
     estimates = []
     for cell in cells:
         weights = None
-        if cell.model.get("card") and cell.engine["kind"] != "openai":
+        if cell.model.card and not cell.served:
             try:
-                weights = load_card(cell.model["card"]).weight_bytes(cell.engine.get("dtype") or "bfloat16")
+                weights = load_card(cell.model.card).weight_bytes(cell.engine.weights_dtype)
             except UnknownCardError:
                 weights = None
         estimates.append(estimate_cell(cell.id, cell.label, cell.run, cell.scenario, weights))

@@ -12,12 +12,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field, TypeAdapter
+
 from bench.hashing import canonical_json
-from bench.profile.engine_specs import SERVED_ENGINES
+from bench.profile.engine_specs import SERVED_ENGINES, EngineSpec
 from bench.profile.loading import resolve_relative
 from bench.profile.model_spec import ModelSpec
-from bench.profile.run_settings import RunSettings
-from bench.profile.scenario_specs import SERVED_SCENARIOS
+from bench.profile.points import (
+    CapacityPoint,
+    ConcurrencyPoint,
+    OfflinePoint,
+    PrefillDecodePoint,
+    RatePoint,
+    ScenarioPoint,
+    SingleStreamPoint,
+    TracePoint,
+)
+from bench.profile.run_settings import RunSettings, SLOSpec
+from bench.profile.scenario_specs import (
+    SERVED_SCENARIOS,
+    CapacitySpec,
+    ConcurrencySpec,
+    OfflineSpec,
+    PrefillDecodeSpec,
+    RateSpec,
+    ScenarioSpec,
+    SingleStreamSpec,
+    TraceSpec,
+)
 from bench.profile.spec import Profile
 from bench.profile.trace_file import load_trace, trace_sha256
 from bench.profile.workload_specs import WorkloadSpec
@@ -26,41 +48,84 @@ from bench.profile.workload_specs import WorkloadSpec
 CELL_ID_VERSION = 1
 
 
+class CellModel(ModelSpec):
+    """A cell's model: the profile's entry, and where a local directory lies on this machine."""
+
+    resolved_path: str | None = Field(None, description="the local directory, absolute (not part of the identity)")
+
+
+class CellWorkload(WorkloadSpec):
+    """A cell's workload: a prompt file with its absolute path and the hash that identifies it."""
+
+    prompts_sha256: str | None = Field(None, description="a prompt file's content hash (its identity)")
+
+
+def _dump(spec: BaseModel, drop_unset: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A spec as the plain dict that spec.json and cell.json hold; fields a cell adds stay out while unset."""
+    data = spec.model_dump()
+    for name in drop_unset:
+        if data.get(name) is None:
+            data.pop(name, None)
+    return data
+
+
 @dataclass(frozen=True)
 class Cell:
+    """One cell, typed: the specs the profile gave, resolved to one engine variant and one scenario point.
+    The cell process gets exactly these (spec.json is their dump, `to_dict`)."""
+
     id: str
     label: str
-    model: dict[str, Any]
-    engine: dict[str, Any]
-    workload: dict[str, Any] | None
-    scenario: dict[str, Any]
-    run: dict[str, Any] = field(compare=False)
+    model: CellModel
+    engine: EngineSpec
+    workload: CellWorkload | None
+    scenario: ScenarioPoint
+    run: RunSettings = field(compare=False)
 
     def identity(self) -> dict[str, Any]:
-        return cell_identity(self.model, self.engine, self.workload, self.scenario)
+        data = self.to_dict()
+        return cell_identity(data["model"], data["engine"], data["workload"], data["scenario"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "label": self.label,
-            "model": self.model,
-            "engine": self.engine,
-            "workload": self.workload,
-            "scenario": self.scenario,
-            "run": self.run,
+            "model": _dump(self.model, ("resolved_path",)),
+            "engine": _dump(self.engine),
+            "workload": _dump(self.workload, ("prompts_sha256",)) if self.workload is not None else None,
+            "scenario": _dump(self.scenario),
+            "run": _dump(self.run),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Cell:
-        return cls(**{k: data[k] for k in ("id", "label", "model", "engine", "workload", "scenario", "run")})
+        return cls(
+            id=data["id"],
+            label=data["label"],
+            model=CellModel.model_validate(data["model"]),
+            engine=_ENGINE.validate_python(data["engine"]),
+            workload=CellWorkload.model_validate(data["workload"]) if data.get("workload") is not None else None,
+            scenario=_POINT.validate_python(data["scenario"]),
+            run=RunSettings.model_validate(data["run"]),
+        )
+
+    @property
+    def served(self) -> bool:
+        return self.engine.kind in SERVED_ENGINES
+
+
+_ENGINE: TypeAdapter[Any] = TypeAdapter(EngineSpec)
+_POINT: TypeAdapter[Any] = TypeAdapter(ScenarioPoint)
 
 
 def cell_identity(model: dict, engine: dict, workload: dict | None, scenario: dict) -> dict[str, Any]:
+    """What makes a cell the same cell on another machine or night, from its dumps (old result sets' stored
+    configs too): no machine paths, no run settings."""
     model_id = ModelSpec.model_validate({k: v for k, v in model.items() if k != "resolved_path"}).identity()
     workload_id = None
     if workload is not None:
         # A prompt file is identified by its content hash, not by where it lies on this machine.
-        workload_id = {k: v for k, v in workload.items() if k not in ("prompts_file", "name")}
+        workload_id = {k: v for k, v in workload.items() if k not in ("prompts_file", "name", "prompts_sha256")}
         if workload.get("prompts_file"):
             workload_id["prompts_sha256"] = workload.get("prompts_sha256")
     return {
@@ -82,42 +147,40 @@ def cell_id(identity: dict[str, Any]) -> str:
 SWEEPABLE = frozenset({"dtype", "threads", "tensor_parallel_size", "pipeline_parallel_size"})
 
 
-def _engine_variants(engine: dict[str, Any]) -> list[dict[str, Any]]:
+def _engine_variants(engine: EngineSpec) -> list[EngineSpec]:
     """List-valued sweepable settings (dtype: [bfloat16, float32]) expand into one engine each."""
-    keys = [k for k, v in engine.items() if isinstance(v, list) and k in SWEEPABLE]
+    data = engine.model_dump()
+    keys = [k for k, v in data.items() if isinstance(v, list) and k in SWEEPABLE]
     if not keys:
         return [engine]
-    variants = []
-    for combo in itertools.product(*(engine[k] for k in keys)):
-        variants.append({**engine, **dict(zip(keys, combo, strict=True))})
-    return variants
+    return [type(engine).model_validate({**data, **dict(zip(keys, combo, strict=True))})
+            for combo in itertools.product(*(data[k] for k in keys))]
 
 
-def _scenario_points(scenario: dict[str, Any]) -> list[dict[str, Any]]:
-    kind = scenario["kind"]
-    if kind == "single-stream":
-        return [{"kind": kind, "requests": scenario["requests"], "batch_size": 1}]
-    if kind == "offline":
-        return [
-            {"kind": kind, "batch_size": b, "requests": b * scenario["batches"]} for b in scenario["batch_sizes"]
-        ]
-    if kind == "prefill-decode":
-        return [
-            {"kind": kind, "depth": d, "prompt_tokens": p, "gen_tokens": g,
-             "batch_size": scenario["batch_size"], "requests": scenario["runs"]}
-            for d, p, g in itertools.product(scenario["depths"], scenario["prompt_tokens"], scenario["gen_tokens"])
-        ]
-    if kind == "concurrency":
-        return [{"kind": kind, "users": n, "requests": scenario["requests"], "batch_size": n}
-                for n in scenario["users"]]
-    if kind == "rate":
-        return [{"kind": kind, "rate": r, "arrival": scenario["arrival"], "burstiness": scenario["burstiness"],
-                 "requests": scenario["requests"], "batch_size": 1} for r in scenario["rates"]]
-    if kind == "capacity":
-        return [{**scenario, "batch_size": 1}]
-    if kind == "trace":
-        return [{**scenario, "batch_size": 1}]  # one cell: the search, under the SLO it searches for
-    raise ValueError(f"unknown scenario kind {kind!r}")
+def _scenario_points(scenario: ScenarioSpec, slo: SLOSpec | None, profile_path: Path) -> list[ScenarioPoint]:
+    """One point per combination of the scenario's listed values."""
+    if isinstance(scenario, SingleStreamSpec):
+        return [SingleStreamPoint(kind=scenario.kind, requests=scenario.requests)]
+    if isinstance(scenario, OfflineSpec):
+        return [OfflinePoint(kind=scenario.kind, batch_size=b, requests=b * scenario.batches)
+                for b in scenario.batch_sizes]
+    if isinstance(scenario, PrefillDecodeSpec):
+        return [PrefillDecodePoint(kind=scenario.kind, depth=d, prompt_tokens=p, gen_tokens=g,
+                                   batch_size=scenario.batch_size, requests=scenario.runs)
+                for d, p, g in itertools.product(scenario.depths, scenario.prompt_tokens, scenario.gen_tokens)]
+    if isinstance(scenario, ConcurrencySpec):
+        return [ConcurrencyPoint(kind=scenario.kind, users=n, requests=scenario.requests, batch_size=n)
+                for n in scenario.users]
+    if isinstance(scenario, RateSpec):
+        return [RatePoint(kind=scenario.kind, rate=r, arrival=scenario.arrival, burstiness=scenario.burstiness,
+                          requests=scenario.requests) for r in scenario.rates]
+    if isinstance(scenario, CapacitySpec):  # one cell: the search, under the SLO it searches for
+        return [CapacityPoint(**scenario.model_dump(), slo=slo)]
+    if isinstance(scenario, TraceSpec):
+        path = resolve_relative(scenario.file, profile_path)
+        load_trace(path)  # a bad trace is bad input now, not a failed cell later
+        return [TracePoint(**{**scenario.model_dump(), "file": str(path)}, trace_sha256=trace_sha256(path))]
+    raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
 
 def point_label(point: dict[str, Any]) -> str:
@@ -154,59 +217,44 @@ def _prompts_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _resolved_model(spec: ModelSpec, profile_path: Path) -> dict[str, Any]:
-    model = spec.model_dump()
-    if spec.path:
-        model["resolved_path"] = str(resolve_relative(spec.path, profile_path))
-    return model
+def _resolved_model(spec: ModelSpec, profile_path: Path) -> CellModel:
+    resolved = str(resolve_relative(spec.path, profile_path)) if spec.path else None
+    return CellModel(**spec.model_dump(), resolved_path=resolved)
 
 
-def _resolved_workload(spec: WorkloadSpec, profile_path: Path) -> dict[str, Any]:
-    workload = spec.model_dump()
-    if spec.prompts_file:
-        path = resolve_relative(spec.prompts_file, profile_path)
-        workload["prompts_file"] = str(path)
-        workload["prompts_sha256"] = _prompts_sha256(path)
-    return workload
+def _resolved_workload(spec: WorkloadSpec, profile_path: Path) -> CellWorkload:
+    if not spec.prompts_file:
+        return CellWorkload(**spec.model_dump())
+    path = resolve_relative(spec.prompts_file, profile_path)
+    return CellWorkload(**{**spec.model_dump(), "prompts_file": str(path)}, prompts_sha256=_prompts_sha256(path))
 
 
 def expand(profile: Profile, profile_path: Path) -> list[Cell]:
     """All cells of a profile, in a stable order: model, engine variant, workload, scenario point."""
-    run = profile.run.model_dump()
     cells: list[Cell] = []
     seen: set[str] = set()
     for model_spec in profile.models:
         model = _resolved_model(model_spec, profile_path)
         for engine_spec in profile.engines:
-            for engine in _engine_variants(engine_spec.model_dump()):
+            for engine in _engine_variants(engine_spec):
                 for scenario_spec in profile.scenarios:
-                    if (scenario_spec.kind in SERVED_SCENARIOS) != (engine["kind"] in SERVED_ENGINES):
+                    if (scenario_spec.kind in SERVED_SCENARIOS) != (engine.kind in SERVED_ENGINES):
                         continue  # served load shapes go to servers, in-process ones to in-process engines
-                    scenario = scenario_spec.model_dump()
-                    if scenario["kind"] == "capacity":
-                        scenario["slo"] = run["slo"]  # the answer depends on the SLO: part of the cell's identity
-                    if scenario["kind"] == "trace":
-                        scenario["file"] = str(resolve_relative(scenario["file"], profile_path))
-                        load_trace(Path(scenario["file"]))  # a bad trace is bad input now, not a failed cell later
-                        scenario["trace_sha256"] = trace_sha256(Path(scenario["file"]))
-                    workloads: list[dict[str, Any] | None] = (
-                        [None] if scenario["kind"] == "prefill-decode"
+                    workloads: list[CellWorkload | None] = (
+                        [None] if scenario_spec.kind == "prefill-decode"
                         else [_resolved_workload(w, profile_path) for w in profile.workloads]
                     )
                     for workload in workloads:
-                        for point in _scenario_points(scenario):
-                            identity = cell_identity(model, engine, workload, point)
-                            cid = cell_id(identity)
+                        for point in _scenario_points(scenario_spec, profile.run.slo, profile_path):
+                            cell = Cell("", "", model, engine, workload, point, profile.run)
+                            data = cell.to_dict()
+                            cid = cell_id(cell.identity())
                             if cid in seen:
                                 continue  # the same cell listed twice is measured once
                             seen.add(cid)
                             label = " | ".join(
-                                p for p in (model_spec.display_name, engine_label(engine),
-                                            workload["name"] if workload else "", point_label(point)) if p
+                                p for p in (model_spec.display_name, engine_label(data["engine"]),
+                                            workload.name if workload else "", point_label(data["scenario"])) if p
                             )
-                            cells.append(Cell(cid, label, model, engine, workload, point, run))
+                            cells.append(Cell(cid, label, model, engine, workload, point, profile.run))
     return cells
-
-
-def run_settings(cell: Cell) -> RunSettings:
-    return RunSettings.model_validate(cell.run)

@@ -32,6 +32,11 @@ class TransformersEngineSpec(Strict):
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the model's weights are prepared in (a cell's engine has one value)."""
+        return str(self.dtype)
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -91,6 +96,12 @@ class OpenAIEngineSpec(Strict):
                 raise ValueError(f"{url!r}: no host; give http://HOST:PORT/v1")
         return urls
 
+    @property
+    def weights_dtype(self) -> str:
+        """A served model's directory gives the client its tokenizer and config, and a managed server its
+        weights: prepared in bfloat16, the dtype servers load by default."""
+        return "bfloat16"
+
     @model_validator(mode="after")
     def _one_source(self) -> OpenAIEngineSpec:
         if bool(self.base_urls) == (self.server is not None):
@@ -129,6 +140,11 @@ class VllmEngineSpec(Strict):
     engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
+
+    @property
+    def weights_dtype(self) -> str:
+        """The dtype the model's weights are prepared in (a cell's engine has one value)."""
+        return str(self.dtype)
 
 
 EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec | VllmEngineSpec, Field(discriminator="kind")]

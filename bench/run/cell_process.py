@@ -21,6 +21,7 @@ from typing import Any
 from bench import scrub
 from bench.atomic import write_json
 from bench.netguard import NetworkGuard, apply_offline_env
+from bench.profile.cells import Cell
 from bench.run.rootcause import child_root_cause, own_log_tail
 
 FAULT_ENV = "LOKAAL_BENCH_FAULT"
@@ -43,13 +44,20 @@ def _slowed(call: Any, delay: float) -> Any:
     return slowed
 
 
-def _inject_fault(cell: dict[str, Any], engine: Any) -> None:
+def engine_settings(spec: dict[str, Any], cell: Cell) -> Any:
+    """The cell's engine settings; a managed server's URL (started by the runner, not part of the cell's
+    identity) is where a served engine sends its requests."""
+    managed = spec.get("managed_base_urls")
+    return cell.engine.model_copy(update={"base_urls": managed}) if managed else cell.engine
+
+
+def _inject_fault(cell: Cell, engine: Any) -> None:
     """Deliberate faults for testing isolation: LOKAAL_BENCH_FAULT='{"<label or id part>": "<fault>"}'."""
     raw = os.environ.get(FAULT_ENV)
     if not raw:
         return
     for match, fault in json.loads(raw).items():
-        if match not in cell["label"] and match != cell["id"]:
+        if match not in cell.label and match != cell.id:
             continue
         if fault == "short":  # an engine whose outputs end early, as an EOS would end them
             generate = engine.generate
@@ -121,30 +129,30 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
     from bench.results.records import write_records
     from bench.scenarios import ScenarioContext, scenario_runner
 
-    cell = spec["cell"]
-    run = cell["run"]
+    cell = Cell.from_dict(spec["cell"])
+    run = cell.run
     t0 = time.perf_counter()
     t0_wall = time.time()
     emit("phase", phase="resolve model")
-    model_spec = cell["model"]
+    model_spec = cell.model
     model = resolve_model(
-        card=model_spec.get("card"),
-        path=model_spec.get("resolved_path") or model_spec.get("path"),
-        dtype=cell["engine"].get("dtype", "bfloat16"),
-        seed=model_spec.get("seed", 0),
-        cache_dir=Path(run["model_cache_dir"]).expanduser() if run.get("model_cache_dir") else None,
-        allow_pickle=model_spec.get("allow_pickle", False),
+        card=model_spec.card,
+        path=model_spec.resolved_path or model_spec.path,
+        dtype=cell.engine.weights_dtype,
+        seed=model_spec.seed,
+        cache_dir=Path(run.model_cache_dir).expanduser() if run.model_cache_dir else None,
+        allow_pickle=model_spec.allow_pickle,
     )
     safety = {
-        "allow_pickle": bool(model_spec.get("allow_pickle", False)),
-        "trust_remote_code": bool(model_spec.get("trust_remote_code", False)),
+        "allow_pickle": model_spec.allow_pickle,
+        "trust_remote_code": model_spec.trust_remote_code,
         "code_sha256": None,
     }
     if safety["trust_remote_code"]:
         from bench.models.remote_code import verify_code_pins
 
-        safety["code_sha256"] = verify_code_pins(model.path, model_spec.get("code_sha256") or {})
-    engine = create_engine(cell["engine"], str(model.path), safety)
+        safety["code_sha256"] = verify_code_pins(model.path, model_spec.code_sha256)
+    engine = create_engine(engine_settings(spec, cell), str(model.path), safety)
     emit("phase", phase="load")
     load_info = engine.load()
     _inject_fault(cell, engine)
@@ -154,18 +162,18 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
 
     ctx = ScenarioContext(
         engine=engine,
-        scenario=cell["scenario"],
-        workload=cell["workload"],
+        scenario=cell.scenario,
+        workload=cell.workload,
         plan=MeasurementPlan.from_json(spec["plan"]),
         t0=t0,
         progress=progress,
-        store_text=bool(run.get("store_text", False)),
-        stop_error_rate=run.get("stop_error_rate", 0.5),
-        stop_min_requests=run.get("stop_min_requests", 10),
-        client_processes=run.get("client_processes", 1),
+        store_text=run.store_text,
+        stop_error_rate=run.stop_error_rate,
+        stop_min_requests=run.stop_min_requests,
+        client_processes=run.client_processes,
         loadgen_ceiling=(spec.get("load_generator_calibration") or {}).get("ceiling"),
     )
-    records = scenario_runner(cell["scenario"]["kind"])(ctx)
+    records = scenario_runner(cell.scenario.kind)(ctx)
     emit("phase", phase="write")
     write_records(cell_dir / "records.jsonl.gz", records)
     measured = [r for r in records if not r.warmup]
@@ -211,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     apply_offline_env()
     from bench.engines.openai_engine import endpoint_hosts
 
-    # A served engine's endpoints are named by the profile, so they may be reached; nothing else.
-    allowed = spec["cell"]["run"].get("allow_hosts", []) + endpoint_hosts(spec["cell"]["engine"].get("base_urls", []))
+    # A served engine's endpoints are named by the profile (or are the managed server's, on loopback), so
+    # they may be reached; nothing else.
+    cell = Cell.from_dict(spec["cell"])
+    urls = spec.get("managed_base_urls") or getattr(cell.engine, "base_urls", [])
+    allowed = cell.run.allow_hosts + endpoint_hosts(urls)
     NetworkGuard.install(allowed, cell_dir / "network.jsonl")
     try:
         result = run_cell(spec, cell_dir)

@@ -133,7 +133,7 @@ class Runner:
         # Managed servers (engine openai with `server:`): started before their first cell, stopped in run().
         self.servers = ServerPool(self.result_set.path / "servers")
         # No secret the profile points at (API keys, a server's tokens) is written by this process.
-        scrub.register_engines(cell.engine for cell in plan.cells)
+        scrub.register_engines(cell.to_dict()["engine"] for cell in plan.cells)
         self.lock = MachineLock(self.result_set.path, plan.when_busy)
 
     # --- manifest ------------------------------------------------------------------------------
@@ -219,16 +219,16 @@ class Runner:
                 continue
             seen.add(key)
             model = cell.model
-            name = f"{model.get('card') or model.get('path')} ({key[2]})"
+            name = f"{model.card or model.path} ({key[2]})"
             self.observer.message(f"preparing model {name}")
             try:
                 resolved = resolve_model(
-                    card=model.get("card"),
-                    path=model.get("resolved_path") or model.get("path"),
+                    card=model.card,
+                    path=model.resolved_path or model.path,
                     dtype=key[2],
-                    seed=model.get("seed", 0),
+                    seed=model.seed,
                     cache_dir=_cache_dir(cell),
-                    allow_pickle=model.get("allow_pickle", False),
+                    allow_pickle=model.allow_pickle,
                     progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
                 )
                 self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
@@ -263,20 +263,18 @@ class Runner:
         for stale in ("result.json", "records.jsonl.gz", "network.jsonl"):
             (cell_dir / stale).unlink(missing_ok=True)
         spec_path = cell_dir / "spec.json"
-        cell_spec = cell.to_dict()
-        if cell.engine.get("server"):  # the cell's client gets the managed server's URL (not part of its id)
+        plan = plan_measurement(cell.run, cell.scenario)
+        spec: dict[str, Any] = {"cell": cell.to_dict(), "plan": plan.to_json(), "lokaal_bench_version": __version__}
+        server = getattr(cell.engine, "server", None)
+        if server is not None:  # the cell's client gets the managed server's URL (not part of its id)
             model_dir = self.model_paths[_model_key(cell)]
-            if not self.servers.started(cell.engine["server"], model_dir):
-                kind = cell.engine["server"]["kind"]
-                self.observer.message(f"starting the {kind} server (once per server and model)")
+            if not self.servers.started(server, model_dir):
+                self.observer.message(f"starting the {server.kind} server (once per server and model)")
             try:
-                url = self.servers.url_for(cell.engine["server"], model_dir)
+                spec["managed_base_urls"] = [self.servers.url_for(server, model_dir)]
             except ServerStartError as exc:
                 return self._fail_without_running(cell, str(exc).splitlines()[0])
-            cell_spec["engine"] = {**cell.engine, "base_urls": [url]}
-        plan = plan_measurement(cell.run, cell.scenario)
-        spec: dict[str, Any] = {"cell": cell_spec, "plan": plan.to_json(), "lokaal_bench_version": __version__}
-        if cell.run.get("client_processes") == "auto":  # the cell sizes its client from this machine's ceiling
+        if cell.run.client_processes == "auto":  # the cell sizes its client from this machine's ceiling
             spec["load_generator_calibration"] = self.manifest.get("load_generator_calibration")
         write_json(spec_path, spec)
         run = self.plan.profile.run
@@ -304,7 +302,7 @@ class Runner:
         others = self.lock.others_during(started_wall, time.time())
         if others:  # another run measured during this cell: its numbers are not this machine's alone
             summary["concurrent_runs"] = others
-            summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
+            summary["validity"] = judge(summary, cell.run.rules)
         if summary["status"] == "FAILED" and (diskspace.says_disk_full(summary["reason"])
                                               or shutil.disk_usage(cell_dir).free < diskspace.CELL_FLOOR_BYTES):
             # The cell died of the full disk, not of itself: no FAILED row; a resume redoes it.
@@ -423,12 +421,11 @@ class Runner:
 
 def _model_key(cell: Cell) -> tuple[Any, ...]:
     model = cell.model
-    return (model.get("card"), model.get("resolved_path") or model.get("path"),
-            cell.engine.get("dtype", "bfloat16"), model.get("seed", 0))
+    return (model.card, model.resolved_path or model.path, cell.engine.weights_dtype, model.seed)
 
 
 def _cache_dir(cell: Cell) -> Path | None:
-    configured = cell.run.get("model_cache_dir")
+    configured = cell.run.model_cache_dir
     return Path(configured).expanduser() if configured else None
 
 
