@@ -258,13 +258,9 @@ def _cmd_fit(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(table)
     if args.results:
-        from bench.results.resultset import ResultSet
+        from bench.results.load import load_result_set
 
-        summaries = []
-        for directory in args.results:
-            result_set = ResultSet(Path(directory))
-            manifest = result_set.read_manifest()
-            summaries += [s for c in manifest["cells"] if (s := result_set.read_cell_summary(c["id"]))]
+        summaries = [c.summary for d in args.results for c in load_result_set(d).cells if c.summary]
         check = Table(title="the formula against measured peak memory")
         for heading in ("cell", "predicted GiB", "measured GiB", "error"):
             check.add_column(heading, justify="left" if heading == "cell" else "right")
@@ -283,13 +279,14 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
     from bench.measure.roofline import hardware_limits
     from bench.models import load_card
     from bench.planning.projection import calibration_samples, catalogue_limits, project
-    from bench.results.resultset import ResultSet
+    from bench.results.load import load_result_set, load_result_sets
 
-    samples = calibration_samples([Path(p) for p in args.results])
+    sets = load_result_sets([Path(p) for p in args.results])  # read once: calibration and the plot
+    samples = calibration_samples(sets)
     if not samples:
         raise BenchError(f"no completed cells with a roofline in {', '.join(args.results)}: nothing to calibrate on")
     if Path(args.hardware).is_dir():  # a measured machine: its probes stand in for the catalogue
-        probes = ResultSet(Path(args.hardware)).read_manifest().get("probes") or {}
+        probes = load_result_set(args.hardware).probes
         limits = hardware_limits(probes, "cpu" if args.device == "cpu" else "cuda:0", args.dtype)
         if limits is None:
             raise BenchError(f"{args.hardware}: no probes for {args.device}/{args.dtype} in that result set")
@@ -331,7 +328,7 @@ def _cmd_project(args: argparse.Namespace, console: Console) -> int:
         batch = (args.batch or [1])[0]
         source = "measured probes" if Path(args.hardware).is_dir() else "catalogue"
         target = (f"{where} {args.dtype} ({source})", limits)
-        points = size_points([Path(p) for p in args.results], samples, args.engine, batch, args.prompt,
+        points = size_points(sets, samples, args.engine, batch, args.prompt,
                              args.output_tokens, [args.model], target)
         plots.save(plots.projection_vs_size(points, batch), Path(args.plot))
         console.print(f"figure: {args.plot} (measured filled, projected hollow)", highlight=False)
@@ -439,12 +436,12 @@ def _cmd_table(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_report(args: argparse.Namespace, console: Console) -> int:
     from bench.readers.report import write_report
-    from bench.readers.tables import result_set_paths
+    from bench.results.load import load_result_sets
 
-    paths = [Path(p) for p in args.results]
-    if not result_set_paths(paths):
+    sets = load_result_sets([Path(p) for p in args.results])
+    if not sets:
         raise BenchError(f"no result sets found in {', '.join(args.results)}")
-    out = write_report(paths, Path(args.output), args.title)
+    out = write_report(sets, Path(args.output), args.title)
     console.print(f"report: {out} (one self-contained file; opens offline)", highlight=False)
     return EXIT_OK
 
@@ -452,16 +449,16 @@ def _cmd_report(args: argparse.Namespace, console: Console) -> int:
 def _cmd_plot(args: argparse.Namespace, console: Console) -> int:
     import bench
     from bench.readers import plots
-    from bench.readers.tables import result_set_paths
+    from bench.results.load import load_result_sets
 
-    paths = result_set_paths([Path(p) for p in args.results])
-    if not paths:
+    sets = load_result_sets([Path(p) for p in args.results])
+    if not sets:
         raise BenchError(f"no result sets found in {', '.join(args.results)}")
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cells = bench.load(paths)
+    cells = bench.load(sets)
     written = [plots.save(fn(cells), out / f"{name}.{args.format}") for name, fn in plots.FIGURES.items()]
-    written.append(plots.save(plots.latency_distributions(bench.load(paths, per="request")),
+    written.append(plots.save(plots.latency_distributions(bench.load(sets, per="request")),
                               out / f"distributions.{args.format}"))
     console.print(f"{len(written)} figure(s) in {out}: " + ", ".join(p.name for p in written), highlight=False)
     return EXIT_OK

@@ -14,6 +14,7 @@
 
 Every file is written atomically. A cell counts as done only when its cell.json says COMPLETED.
 Older schema versions are upgraded on read, in memory (bench/results/upgrade.py); newer ones are refused.
+Readers read result sets through bench/results/load.py; this module writes them and reads single files.
 """
 
 from __future__ import annotations
@@ -120,7 +121,3 @@ class ResultSet:
         with atomic_path(self.cell_dir(cell_id) / "telemetry.jsonl.gz") as tmp, gzip.open(tmp, "wt") as out:
             for sample in samples:
                 out.write(json.dumps(sample, separators=(",", ":")) + "\n")
-
-
-def find_result_sets(root: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(root).glob(f"*/{MANIFEST}"))
