@@ -49,9 +49,6 @@ class RateSample:
         return self.amount / self.seconds if self.seconds > 0 else None
 
 
-Sample = float | RateSample
-
-
 # --- per request ---------------------------------------------------------------------------------
 
 
