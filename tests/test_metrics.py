@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure.metrics import distribution, percentile, short_outputs, summarise
+from bench.measure.metrics import short_outputs, summarise
+from bench.measure.stats import distribution, percentile
 from bench.results.records import RequestRecord
 
 

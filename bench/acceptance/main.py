@@ -335,15 +335,15 @@ class Acceptance:
                            f"into {where}")
 
     def _load_result_set(self, path: Path, title: str) -> None:
-        from bench.results.resultset import ResultSet
+        from bench.results.load import load_result_set
 
-        result_set = ResultSet(path)
         try:
-            manifest = result_set.read_manifest()
+            loaded = load_result_set(path)
         except Exception as exc:  # no manifest yet: the run was stopped before its first write
             self.data["result_set"] = {"title": f"{title}: unreadable ({exc})", "cells": []}
             return
-        self.cells = [s for e in manifest.get("cells", []) if (s := result_set.read_cell_summary(e["id"]))]
+        manifest = loaded.manifest
+        self.cells = [c.summary for c in loaded.cells if c.summary]
         self.data["result_set"] = {
             "title": title, "path": str(path), "status": manifest.get("status"), "counts": manifest.get("counts"),
             "cells": [summary.cell_row(s) for s in self.cells],

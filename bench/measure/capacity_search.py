@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bench.measure import slo
-from bench.measure.metrics import e2e_latency
+from bench.measure.metric_registry import e2e_latency
 from bench.results.records import RequestRecord
 
 

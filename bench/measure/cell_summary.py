@@ -7,8 +7,9 @@ from typing import Any
 
 from bench.measure import capacity_search as capacity
 from bench.measure import endpoints, engine_timing, slo
-from bench.measure.metrics import percentile, short_outputs, summarise
+from bench.measure.metrics import short_outputs, summarise
 from bench.measure.sizing import sizing_summary
+from bench.measure.stats import percentile
 from bench.measure.validity import judge
 from bench.profile.cells import Cell
 from bench.profile.scenario_specs import SERVED_SCENARIOS

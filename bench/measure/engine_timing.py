@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.measure.metrics import percentile
+from bench.measure.stats import percentile
 from bench.results.records import RequestRecord
 
 DEFAULT_TOLERANCE_S = 0.05

@@ -16,7 +16,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from bench.measure.metrics import e2e_latency, inter_token_latencies, percentile, span, tpot, ttft
+from bench.measure.metric_registry import e2e_latency, inter_token_latencies, span, tpot, ttft
+from bench.measure.stats import percentile
 from bench.results.records import RequestRecord
 
 # objective name -> (per-request value, or None for ITL which is a per-token metric)

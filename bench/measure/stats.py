@@ -1,15 +1,49 @@
-"""Statistics that hold: medians with bootstrap confidence intervals, the coefficient of variation,
-and a verdict on a difference that is called only when it is both significant (Mann-Whitney U)
-and larger than a minimum effect. Pure Python plus scipy's exact U test."""
+"""Statistics that hold: percentiles and distributions, medians with bootstrap confidence intervals,
+the coefficient of variation, and a verdict on a difference that is called only when it is both
+significant (Mann-Whitney U) and larger than a minimum effect. Pure Python plus scipy's exact U test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+PERCENTILES = (50, 90, 95, 99)
 
 # Per side; fewer gives "insufficient data". With 3 against 3 the exact two-sided U test cannot
 # reach p < 0.05 at all (its smallest p is 0.1), so 4 is the least that can ever call a change.
 MIN_SAMPLES = 4
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on pre-sorted values."""
+    if not sorted_values:
+        raise ValueError("percentile of no values")
+    position = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    fraction = position - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+
+
+def distribution(values: Iterable[float], unit: str) -> dict[str, Any]:
+    """n, mean, stdev, min, max and the percentiles p50/p90/p95/p99 of `values` (just n when empty)."""
+    data = sorted(values)
+    if not data:
+        return {"unit": unit, "n": 0}
+    out: dict[str, Any] = {
+        "unit": unit,
+        "n": len(data),
+        "mean": statistics.fmean(data),
+        "stdev": statistics.stdev(data) if len(data) > 1 else 0.0,
+        "min": data[0],
+        "max": data[-1],
+    }
+    for q in PERCENTILES:
+        out[f"p{q}"] = percentile(data, q)
+    return out
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 from bench.errors import BenchError
 from bench.measure import slo
 from bench.planning.power import Power, node_power
+from bench.results.load import LoadedResultSet, Source, load_result_sets
 
 METRICS = ("ttft", "itl", "tpot", "e2e")
 _OBJECTIVE = re.compile(r"(ttft|itl|tpot|e2e)_p(\d+(?:\.\d+)?)\s*<=\s*(\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
@@ -174,21 +176,15 @@ def _capacity_of(capacity: dict[str, Any]) -> tuple[float | None, str]:
     return users, f"rate {best['load']:.3g}/s x mean E2E {seconds(best['mean_e2e_s'])} (Little's law)"
 
 
-def node_capacities(paths: list[Path]) -> list[NodeCapacity]:
-    """Every completed capacity cell in the result sets (or folders of them) given."""
-    from bench.profile.cells import engine_label
-    from bench.readers.tables import result_set_paths
-    from bench.results.resultset import ResultSet
-
+def node_capacities(paths: Source | Iterable[Source]) -> list[NodeCapacity]:
+    """Every completed capacity cell in the result sets (or folders of them, or sets already loaded)."""
     found = []
-    for path in result_set_paths(paths):
-        result_set = ResultSet(path)
-        manifest = result_set.read_manifest()
-        environment = manifest.get("environment") or {}
-        for entry in manifest.get("cells", []):
-            summary = result_set.read_cell_summary(entry["id"]) or {}
+    for result_set in load_result_sets(paths):
+        environment = result_set.environment
+        for cell in result_set.cells:
+            summary = cell.summary or {}
             capacity = summary.get("capacity")
-            if summary.get("status") != "COMPLETED" or not capacity:
+            if not cell.completed or not capacity:
                 continue
             config = summary["config"]
             users, basis = _capacity_of(capacity)
@@ -198,13 +194,13 @@ def node_capacities(paths: list[Path]) -> list[NodeCapacity]:
                      else node_power(environment, summary.get("telemetry") or {}))
             model, names = _model_names(config, summary.get("model") or {})
             found.append(NodeCapacity(
-                result_set=path.name, cell_id=summary["cell_id"], machine=machine,
+                result_set=result_set.name, cell_id=cell.id, machine=machine,
                 host=str((environment.get("os") or {}).get("hostname") or "?"), model=model, model_names=names,
-                engine=engine_label(config["engine"]), workload=(config.get("workload") or {}).get("name", "?"),
+                engine=cell.engine_label or "?", workload=cell.workload or "?",
                 slo=config["scenario"].get("slo") or (config.get("run") or {}).get("slo") or {},
                 search=capacity.get("search", "?"), users=users, basis=basis,
                 at_search_ceiling=bool(capacity.get("at_search_ceiling")), power=power,
-                validity=(summary.get("validity") or {}).get("verdict")))
+                validity=cell.verdict))
     return found
 
 
@@ -251,10 +247,12 @@ def plan_row(capacity: NodeCapacity, users: int, question: Question) -> dict[str
     return row
 
 
-def plan(paths: list[Path], model: str, users: int, question: Question) -> list[dict[str, Any]]:
+def plan(paths: Source | Iterable[Source], model: str, users: int, question: Question) -> list[dict[str, Any]]:
     """One row per capacity cell of the model, grouped by machine kind, answering rows first."""
     if users < 1:
         raise BenchError(f"--users must be at least 1 (got {users})")
-    where = ", ".join(str(p) for p in paths)
-    rows = [plan_row(c, users, question) for c in select_model(node_capacities(paths), model, where)]
+    sources = [paths] if isinstance(paths, str | Path | LoadedResultSet) else list(paths)
+    where = ", ".join(str(getattr(source, "path", source)) for source in sources)
+    sets = load_result_sets(sources)
+    rows = [plan_row(c, users, question) for c in select_model(node_capacities(sets), model, where)]
     return sorted(rows, key=lambda r: (r["machine"], r["nodes"] is None, r["nodes"] or 0, r["result_set"]))

@@ -79,13 +79,9 @@ def fit_command(args: argparse.Namespace, out: Output) -> int:
                   most_sequences=largest(card, args.dtype, capacity, args.device, context=args.context))
     out.table(table)
     if args.results:
-        from bench.results.resultset import ResultSet
+        from bench.results.load import load_result_set
 
-        summaries = []
-        for directory in args.results:
-            result_set = ResultSet(Path(directory))
-            manifest = result_set.read_manifest()
-            summaries += [s for c in manifest["cells"] if (s := result_set.read_cell_summary(c["id"]))]
+        summaries = [c.summary for d in args.results for c in load_result_set(d).cells if c.summary]
         check = Table("fit-check", [
             Column("cell"), Column("predicted_bytes", "predicted GiB", "bytes", numeric=True, format=_gib()),
             Column("measured_bytes", "measured GiB", "bytes", numeric=True, format=_gib()),
@@ -142,13 +138,14 @@ def project_command(args: argparse.Namespace, out: Output) -> int:
     from bench.measure.roofline import hardware_limits
     from bench.models import load_card
     from bench.planning.projection import calibration_samples, catalogue_limits, project
-    from bench.results.resultset import ResultSet
+    from bench.results.load import load_result_set, load_result_sets
 
-    samples = calibration_samples([Path(p) for p in args.results])
+    sets = load_result_sets([Path(p) for p in args.results])  # read once: calibration and the plot
+    samples = calibration_samples(sets)
     if not samples:
         raise BenchError(f"no completed cells with a roofline in {', '.join(args.results)}: nothing to calibrate on")
     if Path(args.hardware).is_dir():  # a measured machine: its probes stand in for the catalogue
-        probes = ResultSet(Path(args.hardware)).read_manifest().get("probes") or {}
+        probes = load_result_set(args.hardware).probes
         limits = hardware_limits(probes, "cpu" if args.device == "cpu" else "cuda:0", args.dtype)
         if limits is None:
             raise BenchError(f"{args.hardware}: no probes for {args.device}/{args.dtype} in that result set")
@@ -168,7 +165,7 @@ def project_command(args: argparse.Namespace, out: Output) -> int:
         batch = (args.batch or [1])[0]
         source = "measured probes" if Path(args.hardware).is_dir() else "catalogue"
         target = (f"{where} {args.dtype} ({source})", limits)
-        points = size_points([Path(p) for p in args.results], samples, args.engine, batch, args.prompt,
+        points = size_points(sets, samples, args.engine, batch, args.prompt,
                              args.output_tokens, [args.model], target)
         plots.save(plots.projection_vs_size(points, batch), Path(args.plot))
         out.message(f"figure: {args.plot} (measured filled, projected hollow)")

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
 from bench.measure.roofline import bounds, cell_shape, for_cell, model_inputs
-from bench.results.resultset import ResultSet, find_result_sets
+from bench.results.load import Source, load_result_sets
 
 PHASES = ("decode", "prefill")
 
@@ -98,29 +98,25 @@ def catalogue_limits(name: str, dtype: str, devices: int = 1) -> dict[str, Any]:
             "entry": entry, "devices": devices}
 
 
-def calibration_samples(result_dirs: list[Path]) -> list[Sample]:
+def calibration_samples(result_dirs: Source | Iterable[Source]) -> list[Sample]:
     """Every completed cell with a roofline in the given result sets (or the sets below a folder)."""
     samples = []
-    for root in result_dirs:
-        sets = [root] if (root / "manifest.json").exists() else find_result_sets(root)
-        for path in sets:
-            result_set = ResultSet(path)
-            manifest = result_set.read_manifest()
-            for entry in manifest.get("cells", []):
-                summary = result_set.read_cell_summary(entry["id"])
-                if not summary:
-                    continue
-                roof = summary.get("roofline") or for_cell(summary, manifest.get("probes") or {})
-                if not roof:
-                    continue
-                engine = summary["config"]["engine"]["kind"]
-                shape = cell_shape(summary)
-                steps = {"decode": shape["batch"], "prefill": shape["batch"] * shape["prompt"]}
-                for phase in PHASES:
-                    part = roof.get(phase) or {}
-                    if part.get("measured_tok_s") and part.get("bound_tok_s"):
-                        samples.append(Sample(summary["label"], engine, phase, part["bound_tok_s"],
-                                              part["measured_tok_s"], steps[phase], int(shape["batch"])))
+    for result_set in load_result_sets(result_dirs):
+        for cell in result_set.cells:
+            summary = cell.summary
+            if not summary:
+                continue
+            roof = summary.get("roofline") or for_cell(summary, result_set.probes)
+            if not roof:
+                continue
+            engine = summary["config"]["engine"]["kind"]
+            shape = cell_shape(summary)
+            steps = {"decode": shape["batch"], "prefill": shape["batch"] * shape["prompt"]}
+            for phase in PHASES:
+                part = roof.get(phase) or {}
+                if part.get("measured_tok_s") and part.get("bound_tok_s"):
+                    samples.append(Sample(summary["label"], engine, phase, part["bound_tok_s"],
+                                          part["measured_tok_s"], steps[phase], int(shape["batch"])))
     return samples
 
 
@@ -197,8 +193,9 @@ def project(samples: list[Sample], card_config: dict[str, Any], limits: dict[str
     }
 
 
-def size_points(result_dirs: list[Path], samples: list[Sample], engine: str, batch: int, prompt: int, output: int,
-                cards: list[str], target: tuple[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+def size_points(result_dirs: Source | Iterable[Source], samples: list[Sample], engine: str, batch: int,
+                prompt: int, output: int, cards: list[str],
+                target: tuple[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Decode tok/s against model size, per machine: what each measured machine's cells achieved at
     `batch`, and the projection for every measured card plus `cards` on that machine (from its probes)
     and on `target` (a name and its limits), each projection with its held-out error."""
@@ -209,25 +206,22 @@ def size_points(result_dirs: list[Path], samples: list[Sample], engine: str, bat
     points: list[dict[str, Any]] = []
     machines: list[tuple[str, dict[str, Any]]] = []
     names = list(dict.fromkeys(cards))
-    for root in result_dirs:
-        for path in [root] if (root / "manifest.json").exists() else find_result_sets(root):
-            result_set = ResultSet(path)
-            manifest = result_set.read_manifest()
-            machine = machine_kind(manifest.get("environment") or {})
-            devices = []
-            for entry in manifest.get("cells", []):
-                summary = result_set.read_cell_summary(entry["id"]) or {}
-                decode = ((summary.get("roofline") or {}).get("decode") or {}).get("measured_tok_s")
-                if not decode or cell_shape(summary)["batch"] != batch:
-                    continue
-                model = summary.get("model") or {}
-                points.append({"machine": machine, "model": model.get("name"), "decode_tok_s": decode,
-                               "parameters": model.get("parameter_count"), "projected": False, "error": None})
-                devices.append((str(summary["engine"].get("device", "cpu")), str(summary["engine"].get("dtype"))))
-                if summary["config"]["model"].get("card"):
-                    names.append(summary["config"]["model"]["card"])
-            if devices and (limits := hardware_limits(manifest.get("probes") or {}, *max(devices, key=devices.count))):
-                machines.append((machine, limits))
+    for result_set in load_result_sets(result_dirs):
+        machine = machine_kind(result_set.environment)
+        devices = []
+        for cell in result_set.cells:
+            summary = cell.summary or {}
+            decode = ((summary.get("roofline") or {}).get("decode") or {}).get("measured_tok_s")
+            if not decode or cell_shape(summary)["batch"] != batch:
+                continue
+            model = summary.get("model") or {}
+            points.append({"machine": machine, "model": model.get("name"), "decode_tok_s": decode,
+                           "parameters": model.get("parameter_count"), "projected": False, "error": None})
+            devices.append((str(summary["engine"].get("device", "cpu")), str(summary["engine"].get("dtype"))))
+            if summary["config"]["model"].get("card"):
+                names.append(summary["config"]["model"]["card"])
+        if devices and (limits := hardware_limits(result_set.probes, *max(devices, key=devices.count))):
+            machines.append((machine, limits))
     if target is not None:
         machines.append(target)
     for machine, limits in machines:

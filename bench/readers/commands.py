@@ -169,12 +169,12 @@ def history_command(args: argparse.Namespace, out: Output) -> int:
 
 def report_command(args: argparse.Namespace, out: Output) -> int:
     from bench.readers.report import write_report
-    from bench.readers.tables import result_set_paths
+    from bench.results.load import load_result_sets
 
-    paths = [Path(p) for p in args.results]
-    if not result_set_paths(paths):
+    sets = load_result_sets([Path(p) for p in args.results])
+    if not sets:
         raise BenchError(f"no result sets found in {', '.join(args.results)}")
-    written = write_report(paths, Path(args.output), args.title)
+    written = write_report(sets, Path(args.output), args.title)
     out.message(f"report: {written} (one self-contained file; opens offline)")
     return EXIT_OK
 
@@ -182,16 +182,16 @@ def report_command(args: argparse.Namespace, out: Output) -> int:
 def plot_command(args: argparse.Namespace, out: Output) -> int:
     import bench
     from bench.readers import plots
-    from bench.readers.tables import result_set_paths
+    from bench.results.load import load_result_sets
 
-    paths = result_set_paths([Path(p) for p in args.results])
-    if not paths:
+    sets = load_result_sets([Path(p) for p in args.results])
+    if not sets:
         raise BenchError(f"no result sets found in {', '.join(args.results)}")
     directory = Path(args.output_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    cells = bench.load(paths)
+    cells = bench.load(sets)
     written = [plots.save(fn(cells), directory / f"{name}.{args.format}") for name, fn in plots.FIGURES.items()]
-    written.append(plots.save(plots.latency_distributions(bench.load(paths, per="request")),
+    written.append(plots.save(plots.latency_distributions(bench.load(sets, per="request")),
                               directory / f"distributions.{args.format}"))
     out.message(f"{len(written)} figure(s) in {directory}: " + ", ".join(p.name for p in written))
     return EXIT_OK

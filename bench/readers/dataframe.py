@@ -4,14 +4,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-from bench.measure.metrics import METRIC_INFO, peak_host_bytes
-from bench.readers.tables import result_set_paths
-from bench.results.records import read_records
-from bench.results.resultset import ResultSet
-from bench.results.upgrade import UPGRADED_FROM
+from bench.measure.metric_registry import METRICS, e2e_latency, ttft
+from bench.measure.metrics import peak_host_bytes
+from bench.results.load import LoadedCell, LoadedResultSet, Source, load_result_sets
 
 _DISTRIBUTION_KEYS = ("n", "mean", "stdev", "min", "max", "p50", "p90", "p95", "p99")
 
@@ -30,20 +28,19 @@ def flatten_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _cell_row(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
-    config = summary.get("config") or {}
-    scenario = config.get("scenario") or {}
-    engine = config.get("engine") or {}
-    model = config.get("model") or {}
+def _cell_row(result_set: LoadedResultSet, cell: LoadedCell) -> dict[str, Any]:
+    summary = cell.summary or {}
+    scenario = cell.scenario
+    engine = cell.config.get("engine") or {}
     row: dict[str, Any] = {
-        "result_set": path.name,
-        "machine_id": manifest.get("machine_id"),
-        "cpu": ((manifest.get("environment") or {}).get("cpu") or {}).get("model_name"),
+        "result_set": result_set.name,
+        "machine_id": result_set.machine_id,
+        "cpu": result_set.cpu,
         "cell_id": summary.get("cell_id"),
         "label": summary.get("label"),
         "status": summary.get("status"),
-        "validity": (summary.get("validity") or {}).get("verdict"),
-        "model": model.get("name") or model.get("card") or model.get("path"),
+        "validity": cell.verdict,
+        "model": cell.model_name,
         "engine": engine.get("kind"),
         "dtype": engine.get("dtype"),
         "device": (summary.get("engine") or {}).get("device"),
@@ -52,7 +49,7 @@ def _cell_row(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> 
         "users": scenario.get("users"),
         "rate": scenario.get("rate"),
         "depth": scenario.get("depth"),
-        "workload": (config.get("workload") or {}).get("name"),
+        "workload": cell.workload,
         "synthetic_weights": summary.get("synthetic_weights"),
         "load_s": summary.get("load_s"),
         "peak_rss_bytes": (summary.get("memory") or {}).get("peak_rss_bytes"),
@@ -60,44 +57,36 @@ def _cell_row(path: Path, manifest: dict[str, Any], summary: dict[str, Any]) -> 
         "energy_j_per_token": (summary.get("energy_per_output_token") or {}).get("value"),
         "decode_roofline_fraction": ((summary.get("roofline") or {}).get("decode") or {}).get("fraction"),
         # None, or the older schema version this result set was written with (upgraded on read)
-        "schema_upgraded_from": manifest.get(UPGRADED_FROM),
+        "schema_upgraded_from": result_set.upgraded_from,
     }
-    row.update(flatten_metrics(summary.get("metrics") or {}))
+    row.update(flatten_metrics(cell.metrics))  # stored, and what an older schema did not store from the records
     return row
 
 
-def load(paths: str | Path | list[str | Path], per: str = "cell") -> Any:
+def load(paths: Source | Iterable[Source], per: str = "cell") -> Any:
     """A pandas DataFrame of the cells (per="cell") or raw requests (per="request") of result sets
-    (or folders holding them)."""
+    (or folders holding them, or sets already loaded by bench.results.load)."""
     import pandas as pd
 
     if per not in ("cell", "request"):
         raise ValueError("per must be 'cell' or 'request'")
-    items = paths if isinstance(paths, list) else [paths]
     rows: list[dict[str, Any]] = []
-    for path in result_set_paths([Path(p) for p in items]):
-        result_set = ResultSet(path)
-        manifest = result_set.read_manifest()
-        for entry in manifest.get("cells", []):
-            summary = result_set.read_cell_summary(entry["id"])
-            if summary is None:
+    for result_set in load_result_sets(paths):
+        for cell in result_set.cells:
+            if cell.summary is None:
                 continue
-            cell = _cell_row(path, manifest, summary)
+            row = _cell_row(result_set, cell)
             if per == "cell":
-                rows.append(cell)
+                rows.append(row)
                 continue
-            records = result_set.cell_dir(entry["id"]) / "records.jsonl.gz"
-            if not records.exists():
-                continue
-            for record in read_records(records):
+            for record in cell.records:
                 data = record.to_json()
                 data.pop("token_times")
-                data["ttft_s"] = (None if record.first_token_time is None
-                                  else record.first_token_time - record.submit_time)
-                data["e2e_latency_s"] = None if record.end_time is None else record.end_time - record.submit_time
-                rows.append({"result_set": cell["result_set"], "cell_id": cell["cell_id"], "label": cell["label"],
-                             "model": cell["model"], "scenario": cell["scenario"], "batch_size": cell["batch_size"],
+                data["ttft_s"] = ttft(record)
+                data["e2e_latency_s"] = e2e_latency(record)
+                rows.append({"result_set": row["result_set"], "cell_id": row["cell_id"], "label": row["label"],
+                             "model": row["model"], "scenario": row["scenario"], "batch_size": row["batch_size"],
                              **data})
     frame = pd.DataFrame(rows)
-    frame.attrs["units"] = {name: unit for name, (unit, _) in METRIC_INFO.items()}
+    frame.attrs["units"] = {name: metric.unit for name, metric in METRICS.items()}
     return frame

@@ -8,16 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import re
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.atomic import write_json, write_text
-from bench.measure.metrics import METRIC_INFO
-from bench.measure.stats import compare_samples
-from bench.readers.compare import cell_samples, split_metric, statistic, tail_samples_needed
-from bench.readers.tables import result_set_paths
-from bench.results.resultset import ResultSet
+from bench.measure import metric_registry as registry
+from bench.readers.compare import judge_samples
+from bench.results.load import Source, load_result_sets
 
 
 @dataclass
@@ -26,9 +25,10 @@ class Point:
     result_set: str
     created: str
     machine_id: str | None
-    value: float | None
-    samples: list[float]
+    value: float | None  # the registry's figure: the same as the cell summary's headline
+    samples: list[float]  # what the change test compares: latencies per request, a rate per piece of time
     change: str | None = None  # "better" | "worse" when it differs significantly from the point before
+    raw: list[Any] = field(default_factory=list, repr=False)  # the registry's samples behind `samples`
 
 
 @dataclass
@@ -40,29 +40,26 @@ class Series:
     points: list[Point] = field(default_factory=list)
 
 
-def collect(paths: list[Path], metric: str, cell: str | None = None, min_effect: float = 0.02) -> list[Series]:
-    """Every cell's series of `metric` over the result sets, oldest first, change points marked."""
-    base, stat = split_metric(metric)
-    unit, higher = METRIC_INFO[base]
-    sets = sorted(((ResultSet(p), ResultSet(p).read_manifest()) for p in result_set_paths(paths)),
-                  key=lambda pair: pair[1].get("created", ""))
+def collect(paths: Source | Iterable[Source], metric: str, cell: str | None = None,
+            min_effect: float = 0.02) -> list[Series]:
+    """Every cell's series of a metric over the result sets, oldest first, change points marked."""
+    base, stat = registry.split_metric(metric)
+    definition = registry.METRICS[base]
+    sets = sorted(load_result_sets(paths), key=lambda s: s.created)
     found: dict[str, Series] = {}
-    for index, (result_set, manifest) in enumerate(sets):
-        for entry in manifest.get("cells", []):
-            if (cell and cell not in (entry["id"], entry["label"])) or entry.get("status") != "COMPLETED":
+    for index, result_set in enumerate(sets):
+        for one in result_set.cells:
+            if (cell and cell not in (one.id, one.entry["label"])) or one.entry.get("status") != "COMPLETED":
                 continue
-            samples = cell_samples(result_set, entry["id"]).get(base, [])
-            series = found.setdefault(entry["id"], Series(entry["id"], entry["label"], metric, unit))
-            series.points.append(Point(index, result_set.path.name, manifest.get("created", ""),
-                                       manifest.get("machine_id"), statistic(samples, stat), samples))
+            if one.served:
+                registry.note_served_meaning(metric)
+            raw = one.samples(base)
+            series = found.setdefault(one.id, Series(one.id, one.entry["label"], metric, definition.unit))
+            series.points.append(Point(index, result_set.name, result_set.created, result_set.machine_id,
+                                       definition.figure(raw, stat), definition.test_values(raw), raw=raw))
     for series in found.values():
         for before, after in zip(series.points, series.points[1:], strict=False):
-            if min(len(before.samples), len(after.samples)) < tail_samples_needed(stat):
-                continue
-            quantile = None if stat == "mean" else float(stat[1:]) / 100 if stat else 0.5
-            tail = None if stat in (None, "p50") else (lambda values, stat=stat: statistic(values, stat))
-            call = compare_samples(before.samples, after.samples, higher, min_effect, statistic=tail,
-                                   quantile=quantile).call
+            call = judge_samples(base, stat, before.raw, after.raw, min_effect).call
             if call in ("better", "worse"):
                 after.change = call
     return list(found.values())
@@ -73,7 +70,8 @@ def trend_figure(series: list[Series]) -> Any:
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9.6, 4.8))
-    scale, unit = (1000.0, "ms") if series and series[0].unit == "s" else (1.0, series[0].unit if series else "")
+    shown = registry.metric(series[0].metric) if series else None
+    scale, unit = (shown.scale, shown.display_unit) if shown else (1.0, "")
     names: dict[int, str] = {}
     for one in series:
         xs = [p.index for p in one.points]
@@ -101,8 +99,7 @@ def pytest_benchmark_json(series: list[Series], path: Path) -> None:
     benchmarks = []
     for one in series:
         point = one.points[-1]
-        base, _ = split_metric(one.metric)
-        seconds = [v for v in point.samples if v] if METRIC_INFO[base][0] == "s" else [
+        seconds = [v for v in point.samples if v] if registry.metric(one.metric).unit == "s" else [
             1 / v for v in point.samples if v]
         if not seconds:
             continue
@@ -139,7 +136,7 @@ def prometheus_text(series: list[Series], path: Path) -> None:
     lines = []
     for metric, group in by_metric.items():
         name = "lokaal_bench_" + re.sub(r"[^a-zA-Z0-9_]", "_", metric)
-        unit = METRIC_INFO[split_metric(metric)[0]][0]
+        unit = registry.metric(metric).unit
         name += "_seconds" if unit == "s" else ""
         lines += [f"# HELP {name} lokaal-bench {metric} ({unit}) of the newest result set per cell",
                   f"# TYPE {name} gauge"]

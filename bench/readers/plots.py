@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.measure.metric_registry import METRICS
+
 FORMATS = (".png", ".svg", ".pdf")
 
 
@@ -70,11 +72,12 @@ def latency_vs_batch(cells: Any) -> Any:
             group = group.sort_values(column)
             for ax, metric in zip(row, ("ttft", "itl"), strict=True):
                 for q, style in (("p50", "-"), ("p99", ":")):
-                    ax.plot(group[column], group[f"{metric}_{q}"] * 1000, marker="o", linestyle=style,
-                            label=f"{result_set} {model} {q}")
-        for ax, metric_name in zip(row, ("TTFT", "ITL"), strict=True):
+                    ax.plot(group[column], group[f"{metric}_{q}"] * METRICS[metric].scale, marker="o",
+                            linestyle=style, label=f"{result_set} {model} {q}")
+        for ax, metric, metric_name in zip(row, ("ttft", "itl"), ("TTFT", "ITL"), strict=True):
             ax.set_xscale("log", base=2)
-            ax.set(xlabel=name, ylabel=f"{metric_name} (ms)", title=f"{metric_name} against {name}")
+            ax.set(xlabel=name, ylabel=f"{metric_name} ({METRICS[metric].display_unit})",
+                   title=f"{metric_name} against {name}")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -88,13 +91,14 @@ def latency_distributions(requests: Any) -> Any:
     measured = requests[(requests["repetition"] >= 0) & requests["error"].isna()]
     for (result_set, label), group in measured.groupby(["result_set", "label"]):
         short = label.split(" | ")[-1]
-        for ax, column in zip(axes, ("ttft_s", "e2e_latency_s"), strict=True):
-            values = group[column].dropna().sort_values() * 1000
+        for ax, column, metric in zip(axes, ("ttft_s", "e2e_latency_s"), ("ttft", "e2e_latency"), strict=True):
+            values = group[column].dropna().sort_values() * METRICS[metric].scale
             if len(values):
                 ax.step(values, [(i + 1) / len(values) for i in range(len(values))], where="post",
                         label=f"{result_set} {short}")
-    for ax, name in zip(axes, ("TTFT", "end-to-end latency"), strict=True):
-        ax.set(xlabel=f"{name} (ms)", ylabel="fraction of requests", title=f"{name} distribution")
+    for ax, name, metric in zip(axes, ("TTFT", "end-to-end latency"), ("ttft", "e2e_latency"), strict=True):
+        ax.set(xlabel=f"{name} ({METRICS[metric].display_unit})", ylabel="fraction of requests",
+               title=f"{name} distribution")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -136,12 +140,13 @@ def energy_per_token(cells: Any) -> Any:
 
 
 def pareto(cells: Any) -> Any:
-    """Tokens/s per user (decode rate of one sequence) against tokens/s per node, with the front."""
+    """Tokens/s per user (stream_decode_tok_s: one stream's decode rate) against tokens/s per node
+    (output_tok_s), with the front."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    data = _series(cells).dropna(subset=["decode_tok_s", "output_tok_s"])
+    data = _series(cells).dropna(subset=["stream_decode_tok_s", "output_tok_s"])
     for result_set, group in data.groupby("result_set"):
-        per_user = group["decode_tok_s"] / group["batch_size"]
+        per_user = group["stream_decode_tok_s"]
         ax.scatter(group["output_tok_s"], per_user, label=result_set)
         points = sorted(zip(group["output_tok_s"], per_user, strict=True), reverse=True)
         front, best = [], -1.0

@@ -8,11 +8,12 @@ import html
 import io
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.readers.tables import result_set_paths
-from bench.results.resultset import ResultSet
+from bench.measure.metric_registry import metric
+from bench.results.load import LoadedResultSet, Source, load_result_sets
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
@@ -77,9 +78,12 @@ def _hardware(manifests: dict[str, dict[str, Any]]) -> str:
 
 
 def _cells_table(cells: Any) -> str:
-    columns = [("result set", "result_set", None), ("cell", "label", None), ("output tok/s", "output_tok_s", 1),
-               ("decode tok/s", "decode_tok_s", 1), ("TTFT p50 ms", "ttft_p50", 1000),
-               ("TTFT p99 ms", "ttft_p99", 1000), ("ITL p50 ms", "itl_p50", 1000),
+    def shown(title: str, name: str) -> tuple[str, str, float]:  # a registry metric, in its display unit
+        return f"{title} {metric(name).display_unit}", name, metric(name).scale
+
+    columns = [("result set", "result_set", None), ("cell", "label", None), shown("output", "output_tok_s"),
+               shown("decode", "decode_tok_s"), shown("TTFT p50", "ttft_p50"), shown("TTFT p99", "ttft_p99"),
+               shown("ITL p50", "itl_p50"),
                ("peak RSS GiB", "peak_host_bytes", 1 / 2**30), ("decode % roof", "decode_roofline_fraction", 100)]
     head = "".join(f"<th>{_e(title)}</th>" for title, _, _ in columns) + "<th>verdict</th>"
     body = ""
@@ -108,7 +112,7 @@ def _problems(summaries: list[tuple[str, dict[str, Any]]]) -> str:
     return "<ul>" + "".join(items) + "</ul>" if items else "<p>Every cell completed and is valid.</p>"
 
 
-def _capacity_and_projection(sets: list[Path]) -> str:
+def _capacity_and_projection(sets: list[LoadedResultSet]) -> str:
     """Per-node capacity of the capacity cells (what `plan` divides N users by), and decode tok/s
     measured and projected against model size where cells with rooflines allow a projection."""
     from bench.measure.slo import describe
@@ -147,19 +151,18 @@ def _capacity_and_projection(sets: list[Path]) -> str:
     return "<h2>Capacity and projections</h2>" + "".join(parts) if parts else ""
 
 
-def render_report(paths: list[Path], title: str | None = None) -> str:
+def render_report(paths: Source | Iterable[Source], title: str | None = None) -> str:
     import bench
     from bench.readers import plots
 
-    sets = result_set_paths(paths)
-    manifests = {p.name: ResultSet(p).read_manifest() for p in sets}
+    sets = load_result_sets(paths)  # each set is read once; every part below gets the loaded sets
+    manifests = {s.name: s.manifest for s in sets}
     summaries = []
-    for path in sets:
-        result_set = ResultSet(path)
-        for entry in manifests[path.name].get("cells", []):
-            summary = result_set.read_cell_summary(entry["id"]) or {"label": entry["label"], "status": entry["status"],
-                                                                      "reason": entry.get("reason")}
-            summaries.append((path.name, summary))
+    for result_set in sets:
+        for cell in result_set.cells:
+            summary = cell.summary or {"label": cell.entry["label"], "status": cell.entry["status"],
+                                       "reason": cell.entry.get("reason")}
+            summaries.append((result_set.name, summary))
     cells = bench.load(sets)
     requests = bench.load(sets, per="request")
     synthetic = any(s.get("synthetic_weights") for _, s in summaries)
@@ -188,7 +191,7 @@ def render_report(paths: list[Path], title: str | None = None) -> str:
     return "\n".join(parts)
 
 
-def write_report(paths: list[Path], out: Path, title: str | None = None) -> Path:
+def write_report(paths: Source | Iterable[Source], out: Path, title: str | None = None) -> Path:
     from bench.atomic import write_text
 
     write_text(out, render_report(paths, title))

@@ -5,52 +5,41 @@ printers of bench.readers.printing write them in every format.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
-from bench.measure.metrics import METRIC_INFO
-from bench.readers.compare import split_metric
-from bench.results.resultset import ResultSet, find_result_sets
+from bench.measure.metric_registry import METRICS, metric, note_served_meaning, split_metric
+from bench.results.load import LoadedCell, Source, load_result_sets
 
 DEFAULT_COLUMNS = ["output_tok_s", "decode_tok_s", "ttft_p50", "ttft_p99", "itl_p50", "e2e_latency_p99"]
-_SCALE = {"s": ("ms", 1000.0)}  # latencies read better in milliseconds
 
 
-def metric_value(summary: dict[str, Any], name: str) -> float | None:
-    base, stat = split_metric(name)
-    entry = (summary.get("metrics") or {}).get(base) or {}
-    value = entry.get(stat or "value") if stat else entry.get("value", entry.get("p50"))
-    if value is None:
-        return None
-    return value * _SCALE.get(METRIC_INFO[base][0], ("", 1.0))[1]
+def metric_value(cell: LoadedCell, name: str) -> float | None:
+    """A metric of a cell as a table shows it: through the registry, in its display unit (latencies in ms)."""
+    base, _ = split_metric(name)
+    return METRICS[base].shown(cell.metric(name))
 
 
 def heading(name: str) -> str:
-    base, _ = split_metric(name)
-    unit = METRIC_INFO[base][0]
-    return f"{name} ({_SCALE.get(unit, (unit, 1))[0]})"
+    """`ttft_p99 (ms)`, `decode_tok_s (tok/s)`: the name and the unit it is shown in."""
+    return f"{name} ({metric(name).display_unit})"
 
 
-def result_set_paths(paths: list[Path]) -> list[Path]:
-    found = []
-    for path in paths:
-        found += [path] if (path / "manifest.json").exists() else find_result_sets(path)
-    return found
-
-
-def cell_rows(paths: list[Path], metrics: list[str]) -> list[dict[str, Any]]:
+def cell_rows(sources: Source | Iterable[Source], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per cell of the result sets (or folders of them, or sets already loaded)."""
+    for name in metrics:
+        split_metric(name)  # an unknown name is bad input, even with no cells to show
     rows = []
-    for path in result_set_paths(paths):
-        result_set = ResultSet(path)
-        manifest = result_set.read_manifest()
-        cpu = ((manifest.get("environment") or {}).get("cpu") or {}).get("model_name")
-        for entry in manifest.get("cells", []):
-            summary = result_set.read_cell_summary(entry["id"]) or {}
+    for result_set in load_result_sets(sources):
+        for cell in result_set.cells:
             row: dict[str, Any] = {
-                "result_set": path.name, "machine": cpu, "cell_id": entry["id"], "cell": entry["label"],
-                "status": entry["status"], "validity": (summary.get("validity") or {}).get("verdict"),
+                "result_set": result_set.name, "machine": result_set.cpu, "cell_id": cell.id,
+                "cell": cell.entry["label"], "status": cell.entry["status"], "validity": cell.verdict,
             }
+            if cell.served:
+                for name in metrics:
+                    note_served_meaning(name)
             for name in metrics:
-                row[name] = metric_value(summary, name) if summary.get("status") == "COMPLETED" else None
+                row[name] = metric_value(cell, name) if cell.completed else None
             rows.append(row)
     return rows

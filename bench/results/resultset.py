@@ -14,6 +14,7 @@
 
 Every file is written atomically. A cell counts as done only when its cell.json says COMPLETED.
 Older schema versions are upgraded on read, in memory (bench/results/upgrade.py); newer ones are refused.
+Readers read result sets through bench/results/load.py; this module writes them and reads single files.
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ was upgraded from under UPGRADED_FROM, which ResultSet.write_manifest drops agai
     v1 -> v2: the manifest records whether prompt and response text were stored (`privacy`); v1
               never stored text. Records may carry prompt_text, response_text and response_sha256,
               cell summaries responses_sha256 (all optional, absent in v1).
+    v2 -> v3: decode_tok_s is the system-wide decode rate in every cell and stream_decode_tok_s one
+              stream's (docs/metrics.md). A served cell's decode_tok_s was one stream's rate: it moves
+              to stream_decode_tok_s. What v2 did not store (an in-process cell's stream rate, a served
+              cell's system-wide rate) the loader computes from the records through the metric
+              registry (bench/results/load.py). The manifest's shape is unchanged.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from bench.errors import ResultSetError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 UPGRADED_FROM = "upgraded_from"  # in memory only: the schema version the document was written with
 
 Upgrader = Callable[[dict[str, Any]], None]
@@ -36,9 +41,24 @@ def _cell_v1_to_v2(summary: dict[str, Any]) -> None:
     summary.setdefault("responses_sha256", None)
 
 
+# The scenario kinds that ran against a server when v2 was current (a fixed fact of that version).
+_SERVED_IN_V2 = frozenset({"concurrency", "rate", "capacity", "trace"})
+
+
+def _manifest_v2_to_v3(manifest: dict[str, Any]) -> None:
+    """Nothing in the manifest changed shape."""
+
+
+def _cell_v2_to_v3(summary: dict[str, Any]) -> None:
+    metrics = summary.get("metrics") or {}
+    kind = ((summary.get("config") or {}).get("scenario") or {}).get("kind")
+    if kind in _SERVED_IN_V2 and "decode_tok_s" in metrics:
+        metrics["stream_decode_tok_s"] = metrics.pop("decode_tok_s")
+
+
 # Version N's upgrader turns a version-N document into version N+1, in place.
-MANIFEST_UPGRADES: dict[int, Upgrader] = {1: _manifest_v1_to_v2}
-CELL_UPGRADES: dict[int, Upgrader] = {1: _cell_v1_to_v2}
+MANIFEST_UPGRADES: dict[int, Upgrader] = {1: _manifest_v1_to_v2, 2: _manifest_v2_to_v3}
+CELL_UPGRADES: dict[int, Upgrader] = {1: _cell_v1_to_v2, 2: _cell_v2_to_v3}
 
 
 def check_version(document: Any, where: str) -> int:
