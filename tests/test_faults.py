@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.measure.metrics import inter_token_latencies, tpot
+from bench.measure.metric_registry import inter_token_latencies, tpot
 from bench.profile.workloads import token_ids_sha256
 from bench.results.records import read_records
 from bench.serving.fault_server import start
