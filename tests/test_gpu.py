@@ -30,11 +30,12 @@ DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=
 def _engine(device: str) -> tuple[Any, Any]:
     from bench.engines.transformers_engine import TransformersEngine
     from bench.models import resolve_model
+    from bench.profile.engine_specs import TransformersEngineSpec
 
     dtype = "bfloat16" if device == "cuda" else "float32"
     model = resolve_model(card="tiny-llama", path=None, dtype=dtype, seed=0, cache_dir=None)
-    engine = TransformersEngine({"kind": "transformers", "device": device, "dtype": dtype, "threads": 1},
-                                str(model.path), {})
+    settings = TransformersEngineSpec(kind="transformers", device=device, dtype=dtype, threads=1)
+    engine = TransformersEngine(settings, str(model.path), {})
     engine.load()
     return engine, model
 

@@ -17,6 +17,7 @@ from bench.errors import BenchError
 from bench.measure import capacity_search as capacity
 from bench.planning.capacity_plan import compare_slo, parse_slo, plan
 from bench.planning.power import catalogue_entry, measured
+from bench.profile.run_settings import SLOSpec
 from bench.results.records import read_records
 from bench.results.resultset import ResultSet
 from conftest import CAPACITY_SLOTS
@@ -66,7 +67,8 @@ def test_nodes_and_headroom_from_a_concurrency_search(capacity_result_set: Path)
 def test_a_rate_search_gives_users_by_littles_law_from_the_raw_records(capacity_result_set: Path) -> None:
     cell = cells(capacity_result_set)["rate"]
     records = read_records(ResultSet(capacity_result_set).cell_dir(cell["cell_id"]) / "records.jsonl.gz")
-    met = [p for p in capacity.probes(records, cell["config"]["scenario"]["slo"]) if p["verdict"] == "MET"]
+    objectives = SLOSpec.model_validate(cell["config"]["scenario"]["slo"])
+    met = [p for p in capacity.probes(records, objectives) if p["verdict"] == "MET"]
     best = max(met, key=lambda p: p["load"])
     users = best["load"] * best["mean_e2e_s"]  # requests/s x mean time in the system
     assert 1 < users < CAPACITY_SLOTS  # below the slots: constant arrivals at the best rate never queue

@@ -15,6 +15,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from bench.profile.engine_specs import OpenAIEngineSpec
 from bench.profile.workloads import Request, TokenSpace
 
 
@@ -23,12 +24,13 @@ def endpoint_hosts(base_urls: list[str]) -> list[str]:
 
 
 class OpenAIEngine:
-    def __init__(self, settings: dict[str, Any], model_path: str, model_info: dict[str, Any]):
+    def __init__(self, settings: OpenAIEngineSpec, model_path: str, model_info: dict[str, Any]):
         self.settings = settings
         self.model_path = Path(model_path)
-        self.endpoints = [urllib.parse.urlsplit(url) for url in settings["base_urls"]]
-        key_env = settings.get("api_key_env")
+        self.endpoints = [urllib.parse.urlsplit(url) for url in settings.base_urls]
+        key_env = settings.api_key_env
         self.api_key = os.environ.get(key_env) if key_env else None
+        self.request_timeout_s = settings.request_timeout_s
         if key_env and not self.api_key:
             raise RuntimeError(f"the profile names {key_env} for the API key, but it is not set")
         self.server_models: list[Any] = []
@@ -36,7 +38,7 @@ class OpenAIEngine:
 
     @property
     def route(self) -> str:
-        return "/chat/completions" if self.settings.get("api") == "chat" else "/completions"
+        return "/chat/completions" if self.settings.api == "chat" else "/completions"
 
     def address(self, index: int) -> tuple[str, int, str]:
         """(host, port, path prefix) of endpoint `index`."""
@@ -55,8 +57,8 @@ class OpenAIEngine:
         import http.client
 
         host, port, prefix = self.address(index)
-        url = f"{self.settings['base_urls'][index].rstrip('/')}/models"
-        timeout = float(self.settings.get("request_timeout_s", 600))
+        url = f"{self.settings.base_urls[index].rstrip('/')}/models"
+        timeout = self.settings.request_timeout_s
         connection = http.client.HTTPConnection(host, port, timeout=timeout)
         headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
@@ -92,7 +94,7 @@ class OpenAIEngine:
 
     def payload(self, request: Request) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.settings.get("served_model") or (self.server_models[0][0] if self.server_models and
+            "model": self.settings.served_model or (self.server_models[0][0] if self.server_models and
                                                              self.server_models[0] else "default"),
             "prompt": request.prompt_token_ids,
             "max_tokens": request.output_tokens,
@@ -100,11 +102,11 @@ class OpenAIEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self.settings.get("ignore_eos", True):
+        if self.settings.ignore_eos:
             body.update(ignore_eos=True, min_tokens=request.output_tokens)
-        if (self.settings.get("server") or {}).get("kind") == "vllm":
+        if self.settings.server is not None and self.settings.server.kind == "vllm":
             body["return_token_ids"] = True  # exact token counts per chunk (a vLLM extension)
-        if self.settings.get("api") == "chat":  # chat takes text: the synthetic tokens, decoded
+        if self.settings.api == "chat":  # chat takes text: the synthetic tokens, decoded
             body["messages"] = [{"role": "user", "content": self.decode(body.pop("prompt"))}]
         return body
 
@@ -119,7 +121,7 @@ class OpenAIEngine:
         return {}  # the server's memory is the server's: see its own telemetry
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": "openai", "base_urls": self.settings["base_urls"], "api": self.settings.get("api"),
+        return {"engine": "openai", "base_urls": self.settings.base_urls, "api": self.settings.api,
                 "served_models": self.server_models, "device": "remote", "dtype": None}
 
     def close(self) -> None:

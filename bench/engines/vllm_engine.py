@@ -19,8 +19,8 @@ import time
 from importlib import metadata
 from typing import Any
 
-from bench.profile.engine_specs import VllmEngineSpec
 from bench.engines.base import BatchResult
+from bench.profile.engine_specs import VllmEngineSpec
 from bench.profile.workloads import TokenSpace
 
 GIB = 1024**3

@@ -11,35 +11,37 @@ from typing import Any
 
 from bench.measure import slo
 from bench.measure.metric_registry import e2e_latency
+from bench.profile.points import CapacityPoint
+from bench.profile.run_settings import SLOSpec
 from bench.results.records import RequestRecord
 
 
-def next_load(point: dict[str, Any], history: list[tuple[float, bool]]) -> float | None:
+def next_load(point: CapacityPoint, history: list[tuple[float, bool]]) -> float | None:
     """The next load to probe after `history` ((load, SLO met) in the order probed), or None when done."""
     if not history:
-        return float(point["start"])
+        return float(point.start)
     low = max((load for load, ok in history if ok), default=0.0)
     missed = [load for load, ok in history if not ok and load > low]
     if not missed:  # still rising: double, up to the ceiling asked for
-        return None if low >= point["max"] else float(min(low * 2, point["max"]))
+        return None if low >= point.max else float(min(low * 2, point.max))
     first_miss = next(i for i, (_, ok) in enumerate(history) if not ok)
-    if len(history) - first_miss - 1 >= point["steps"]:
+    if len(history) - first_miss - 1 >= point.steps:
         return None  # bisected as often as asked
     mid = (low + min(missed)) / 2
-    if point["search"] == "concurrency":
+    if point.search == "concurrency":
         mid = float(int(mid))
         if mid <= low:
             return None  # neighbouring user counts: nothing lies between them
     return None if any(mid == load for load, _ in history) else mid
 
 
-def requests_per_probe(point: dict[str, Any]) -> int:
+def requests_per_probe(point: CapacityPoint) -> int:
     """Enough requests for the SLO percentile (10 samples beyond it), or more if the profile asks."""
-    needed = slo.min_requests(point["slo"].get("percentile", 95))
-    return max(needed, point.get("requests") or 0)
+    assert point.slo is not None, "a capacity search needs run.slo (the profile is checked for it)"
+    return max(slo.min_requests(point.slo.percentile), point.requests or 0)
 
 
-def probes(records: list[RequestRecord], objectives: dict[str, Any]) -> list[dict[str, Any]]:
+def probes(records: list[RequestRecord], objectives: SLOSpec) -> list[dict[str, Any]]:
     """Each probed load with its SLO verdict, goodput and latency, in the order probed."""
     by_load: dict[float, list[RequestRecord]] = {}
     for record in sorted((r for r in records if not r.warmup and r.load_point is not None),
@@ -55,22 +57,23 @@ def probes(records: list[RequestRecord], objectives: dict[str, Any]) -> list[dic
     return out
 
 
-def summarise(point: dict[str, Any], workload: str, records: list[RequestRecord]) -> dict[str, Any]:
+def summarise(point: CapacityPoint, workload: str, records: list[RequestRecord]) -> dict[str, Any]:
     """The answer: the highest load meeting the SLO, and the one sentence procurement reads."""
-    found = probes(records, point["slo"])
+    assert point.slo is not None
+    found = probes(records, point.slo)
     best = max((p for p in found if p["verdict"] == "MET"), key=lambda p: p["load"], default=None)
-    words = slo.describe(point["slo"])
+    words = slo.describe(point.slo)
     if best is None:
         headline = (f"no probed load met SLO {words} for workload {workload} "
-                    f"(lowest tried: {min((p['load'] for p in found), default=point['start']):g})")
-        return {"search": point["search"], "probes": found, "best": None, "headline": headline}
-    if point["search"] == "rate":
+                    f"(lowest tried: {min((p['load'] for p in found), default=point.start):g})")
+        return {"search": point.search, "probes": found, "best": None, "headline": headline}
+    if point.search == "rate":
         rate = best["load"]
         users = rate * best["mean_e2e_s"] if best["mean_e2e_s"] else None  # Little's law
     else:
         rate, users = best["goodput_rps"] or 0.0, best["load"]
-    at_max = best["load"] >= point["max"]
+    at_max = best["load"] >= point.max
     headline = (f"this node serves {rate:.3g} requests/s (about {users:.3g} concurrent users) of workload "
                 f"{workload} within SLO {words}" + (" (the search ceiling; it may serve more)" if at_max else ""))
-    return {"search": point["search"], "probes": found, "best": best, "requests_per_s": rate,
+    return {"search": point.search, "probes": found, "best": best, "requests_per_s": rate,
             "concurrent_users": users, "at_search_ceiling": at_max, "headline": headline}

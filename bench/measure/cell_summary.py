@@ -12,7 +12,7 @@ from bench.measure.sizing import sizing_summary
 from bench.measure.stats import percentile
 from bench.measure.validity import judge
 from bench.profile.cells import Cell
-from bench.profile.scenario_specs import SERVED_SCENARIOS
+from bench.profile.points import CapacityPoint
 from bench.results.records import RequestRecord
 from bench.results.resultset import SCHEMA_VERSION
 from bench.run.isolation import Outcome
@@ -43,7 +43,7 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
     rate achieved against the target, and the client's CPU (per client process: `client` is the
     cell process's own account, result.json's load_generator). Client-bound cells are flagged."""
     measured = [r for r in records if not r.warmup and r.sent_time is not None]
-    if cell.scenario["kind"] not in SERVED_SCENARIOS or not measured:
+    if not cell.served or not measured:
         return None
     client = client or {}
     processes = client.get("client_processes") or 1
@@ -54,7 +54,7 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
     reasons = []
     if check["send_lag_s"]["p99"] > 0.010:
         reasons.append(f"send lag p99 {check['send_lag_s']['p99'] * 1000:.1f} ms above 10 ms")
-    if cell.scenario["kind"] in ("rate", "trace", "capacity"):  # open loop (capacity: by rate or users)
+    if cell.scenario.kind in ("rate", "trace", "capacity"):  # open loop (capacity: by rate or users)
         def mean_rate(times_of: Any) -> float | None:
             by_repetition: dict[int, list[float]] = {}
             for record in measured:
@@ -63,7 +63,7 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
             return sum(rates) / len(rates) if rates else None
 
         # Against the schedule actually drawn (a Poisson draw of 20 sends is rarely exactly the nominal rate).
-        check["target_rate"] = cell.scenario.get("rate")
+        check["target_rate"] = getattr(cell.scenario, "rate", None)
         check["scheduled_rate"] = mean_rate(lambda r: r.submit_time)
         check["achieved_rate"] = mean_rate(lambda r: r.sent_time)
         scheduled, achieved = check["scheduled_rate"], check["achieved_rate"]
@@ -165,14 +165,14 @@ def build_summary(
     summary["load_generator"] = load_generator_check(cell, records, telemetry, result.get("load_generator"))
     # A stop rule cut a repetition short (error rate, max duration): the reader sees why and how much.
     summary["stopped"] = (result.get("load_generator") or {}).get("stopped") or None
-    summary["engine_timing"] = engine_timing.cross_check(records, cell.engine.get("timing_tolerance_s"))
+    summary["engine_timing"] = engine_timing.cross_check(records, getattr(cell.engine, "timing_tolerance_s", None))
     summary["engine_stats"] = engine_timing.engine_stats(records)
     summary["endpoints"] = endpoints.per_endpoint(records)
     # (a capacity cell's probes are different loads: each probe's goodput is under summary["capacity"])
-    if cell.run.get("slo") and cell.scenario["kind"] in SERVED_SCENARIOS - {"capacity"} and records:
-        summary["slo"] = slo.evaluate(records, cell.run["slo"])  # goodput and the SLO verdict
-    if cell.scenario["kind"] == "capacity" and records:
-        summary["capacity"] = capacity.summarise(cell.scenario, (cell.workload or {}).get("name", "?"), records)
+    if cell.run.slo is not None and cell.served and cell.scenario.kind != "capacity" and records:
+        summary["slo"] = slo.evaluate(records, cell.run.slo)  # goodput and the SLO verdict
+    if isinstance(cell.scenario, CapacityPoint) and records:
+        summary["capacity"] = capacity.summarise(cell.scenario, cell.workload.name if cell.workload else "?", records)
     summary["sizing"] = sizing_summary(result.get("sizing"), metrics)  # the floors applied, the precision reached
-    summary["validity"] = judge(summary, cell.run.get("rules", "nightly"))
+    summary["validity"] = judge(summary, cell.run.rules)
     return summary

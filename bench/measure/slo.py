@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.measure.metric_registry import e2e_latency, inter_token_latencies, span, tpot, ttft
 from bench.measure.stats import percentile
+from bench.profile.run_settings import SLOSpec
 from bench.results.records import RequestRecord
 
 # objective name -> (per-request value, or None for ITL which is a per-token metric)
@@ -29,11 +30,11 @@ def min_requests(q: float, beyond: int = 10) -> int:
     return math.ceil(beyond / (1 - q / 100)) if q < 100 else 10 ** 9
 
 
-def is_good(record: RequestRecord, slo: dict[str, Any]) -> bool:
+def is_good(record: RequestRecord, slo: SLOSpec) -> bool:
     if not record.ok:
         return False
     for name, metric in _PER_REQUEST.items():
-        limit = slo.get(name)
+        limit = getattr(slo, name)
         if limit is not None:
             value = metric(record)
             if value is None or value > limit:
@@ -41,11 +42,11 @@ def is_good(record: RequestRecord, slo: dict[str, Any]) -> bool:
     return True
 
 
-def evaluate(records: Iterable[RequestRecord], slo: dict[str, Any]) -> dict[str, Any]:
-    """The cell's SLO verdict and goodput under `slo` (RunSettings.slo as a dict)."""
+def evaluate(records: Iterable[RequestRecord], slo: SLOSpec) -> dict[str, Any]:
+    """The cell's SLO verdict and goodput under `slo` (run.slo)."""
     measured = [r for r in records if not r.warmup]
     ok = [r for r in measured if r.ok]
-    q = slo.get("percentile", 95)
+    q = slo.percentile
     by_repetition: dict[int, list[RequestRecord]] = {}
     for record in measured:
         by_repetition.setdefault(record.repetition, []).append(record)
@@ -56,7 +57,7 @@ def evaluate(records: Iterable[RequestRecord], slo: dict[str, Any]) -> dict[str,
     samples["itl_s"] = sorted(v for r in ok for v in inter_token_latencies(r))
     checks: list[dict[str, Any]] = []
     for name in ("ttft_s", "itl_s", "tpot_s", "e2e_s"):
-        limit = slo.get(name)
+        limit = getattr(slo, name)
         if limit is None:
             continue
         values = samples[name]
@@ -64,14 +65,14 @@ def evaluate(records: Iterable[RequestRecord], slo: dict[str, Any]) -> dict[str,
         checks.append({"objective": f"{name[:-2]} p{q:g} <= {limit:g} s", "observed": observed,
                        "met": observed is not None and observed <= limit})
     error_rate = (len(measured) - len(ok)) / len(measured) if measured else None
-    max_errors = slo.get("max_error_rate", 0.0)
+    max_errors = slo.max_error_rate
     checks.append({"objective": f"error rate <= {max_errors:g}", "observed": error_rate,
                    "met": error_rate is not None and error_rate <= max_errors})
     enough = len(measured) >= min_requests(q)
     met = all(c["met"] for c in checks)
     verdict = "MET" if met and enough else "MISSED" if not met else "INSUFFICIENT DATA"
     return {
-        "objectives": {k: v for k, v in slo.items() if v is not None},
+        "objectives": {k: v for k, v in slo.model_dump().items() if v is not None},
         "checks": checks,
         "verdict": verdict,
         "requests": len(measured),
@@ -82,10 +83,10 @@ def evaluate(records: Iterable[RequestRecord], slo: dict[str, Any]) -> dict[str,
     }
 
 
-def describe(slo: dict[str, Any]) -> str:
+def describe(slo: SLOSpec) -> str:
     """The SLO in words, for a headline: 'TTFT p95 <= 2 s, ITL p95 <= 0.1 s, errors <= 1%'."""
-    q = slo.get("percentile", 95)
-    parts = [f"{name[:-2].upper()} p{q:g} <= {slo[name]:g} s" for name in ("ttft_s", "itl_s", "tpot_s", "e2e_s")
-             if slo.get(name) is not None]
-    parts.append(f"errors <= {slo.get('max_error_rate', 0.0) * 100:g}%")
+    q = slo.percentile
+    limits = {name: getattr(slo, name) for name in ("ttft_s", "itl_s", "tpot_s", "e2e_s")}
+    parts = [f"{name[:-2].upper()} p{q:g} <= {limit:g} s" for name, limit in limits.items() if limit is not None]
+    parts.append(f"errors <= {slo.max_error_rate * 100:g}%")
     return ", ".join(parts)

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 from bench.errors import BenchError
 from bench.measure import slo
 from bench.planning.power import Power, node_power
+from bench.profile.run_settings import SLOSpec
 from bench.results.load import LoadedResultSet, Source, load_result_sets
 
 METRICS = ("ttft", "itl", "tpot", "e2e")
@@ -228,7 +229,7 @@ def plan_row(capacity: NodeCapacity, users: int, question: Question) -> dict[str
         "workload": capacity.workload, "search": capacity.search, "users_per_node": capacity.users,
         "basis": capacity.basis, "nodes": None, "headroom": None, "power_w": capacity.power.watts,
         "power_source": capacity.power.source, "energy_kwh_per_day": None,
-        "slo_measured": slo.describe(capacity.slo), "slo_check": verdict,
+        "slo_measured": slo.describe(SLOSpec.model_validate(capacity.slo)), "slo_check": verdict,
         "answer": "", "notes": "; ".join(notes), "result_set": capacity.result_set, "cell_id": capacity.cell_id,
     }
     if verdict == "looser":

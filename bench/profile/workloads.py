@@ -13,7 +13,8 @@ import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from bench.profile.workload_specs import Choice, Fixed, LengthDist, Normal, Uniform, WorkloadSpec
 
 
 @dataclass(frozen=True)
@@ -40,40 +41,40 @@ class TokenSpace:
         return out
 
 
-def sample_length(dist: dict[str, Any], rng: random.Random) -> int:
-    kind = dist["dist"]
-    if kind == "fixed":
-        return int(dist["value"])
-    if kind == "uniform":
-        return rng.randint(dist["min"], dist["max"])
-    if kind == "normal":
-        value = round(rng.gauss(dist["mean"], dist["std"]))
-        upper = dist.get("max") or value
-        return int(min(max(value, dist.get("min", 1)), upper))
-    if kind == "list":
-        return int(rng.choice(dist["values"]))
-    raise ValueError(f"unknown length distribution {kind!r}")
+def sample_length(dist: LengthDist, rng: random.Random) -> int:
+    if isinstance(dist, Fixed):
+        return dist.value
+    if isinstance(dist, Uniform):
+        return rng.randint(dist.min, dist.max)
+    if isinstance(dist, Normal):
+        value = round(rng.gauss(dist.mean, dist.std))
+        upper = dist.max or value
+        return int(min(max(value, dist.min), upper))
+    if isinstance(dist, Choice):
+        return int(rng.choice(dist.values))
+    raise ValueError(f"unknown length distribution {dist!r}")
 
 
-def request_stream(workload: dict[str, Any], space: TokenSpace, stream: int = 0,
+def request_stream(workload: WorkloadSpec, space: TokenSpace, stream: int = 0,
                    encode: Callable[[str], list[int]] | None = None, anchor: int = 0) -> Iterator[Request]:
     """The endless seeded request stream of a workload: synthetic token ids, or a prompt file (which needs
     `encode`). `stream` separates warm-up from measured requests and repetitions. However many requests a
     run takes, its first ones are the same everywhere; `anchor` (the repetition's minimum count) places a
     prompt file's cycle as `file_requests(workload, anchor, ...)` always has."""
-    if workload.get("prompts_file"):
+    if workload.prompts_file:
         assert encode is not None, "a prompt file needs the engine's tokenizer"
         return _file_stream(workload, encode, stream, anchor)
     return _synthetic_stream(workload, space, stream)
 
 
-def _synthetic_stream(workload: dict[str, Any], space: TokenSpace, stream: int) -> Iterator[Request]:
-    rng = random.Random(f"{workload['seed']}/{stream}")
-    prefix = space.draw(random.Random(f"{workload['seed']}/prefix"), workload.get("shared_prefix_tokens", 0))
+def _synthetic_stream(workload: WorkloadSpec, space: TokenSpace, stream: int) -> Iterator[Request]:
+    rng = random.Random(f"{workload.seed}/{stream}")
+    prefix = space.draw(random.Random(f"{workload.seed}/prefix"), workload.shared_prefix_tokens)
     used_heads: set[tuple[int, ...]] = set()
     for i in itertools.count():
-        n_in = max(sample_length(workload["input_tokens"], rng), len(prefix) + 1)
-        n_out = sample_length(workload["output_tokens"], rng)
+        assert workload.input_tokens is not None
+        n_in = max(sample_length(workload.input_tokens, rng), len(prefix) + 1)
+        n_out = sample_length(workload.output_tokens, rng)
         body = space.draw(rng, n_in - len(prefix))
         head = tuple(body[:4])
         while head in used_heads and len(body) >= 1:  # keep every request's first tokens distinct
@@ -83,7 +84,7 @@ def _synthetic_stream(workload: dict[str, Any], space: TokenSpace, stream: int) 
         yield Request(i, prefix + body, n_out)
 
 
-def synthetic_requests(workload: dict[str, Any], count: int, space: TokenSpace, stream: int = 0) -> list[Request]:
+def synthetic_requests(workload: WorkloadSpec, count: int, space: TokenSpace, stream: int = 0) -> list[Request]:
     """The first `count` requests of a synthetic workload's stream."""
     return list(itertools.islice(_synthetic_stream(workload, space, stream), count))
 
@@ -105,20 +106,20 @@ def read_prompts_file(path: Path) -> list[tuple[str, int | None]]:
     return entries
 
 
-def _file_stream(workload: dict[str, Any], encode: Callable[[str], list[int]], stream: int,
+def _file_stream(workload: WorkloadSpec, encode: Callable[[str], list[int]], stream: int,
                  anchor: int) -> Iterator[Request]:
     """Prompts cycled from the file: request i of a stream takes entry (stream * anchor + i) mod entries."""
-    entries = read_prompts_file(Path(workload["prompts_file"]))
-    rng = random.Random(f"{workload['seed']}/{stream}")
+    entries = read_prompts_file(Path(workload.prompts_file or ""))
+    rng = random.Random(f"{workload.seed}/{stream}")
     encoded = [encode(text) for text, _ in entries]
     for i in itertools.count():
         k = (stream * anchor + i) % len(entries)
-        n_out = entries[k][1] or sample_length(workload["output_tokens"], rng)
+        n_out = entries[k][1] or sample_length(workload.output_tokens, rng)
         yield Request(i, encoded[k], int(n_out), entries[k][0])
 
 
 def file_requests(
-    workload: dict[str, Any], count: int, encode: Callable[[str], list[int]], stream: int = 0
+    workload: WorkloadSpec, count: int, encode: Callable[[str], list[int]], stream: int = 0
 ) -> list[Request]:
     """Requests from a JSONL prompt file ({"prompt": text, "output_tokens": n?}), cycled to `count`."""
     return list(itertools.islice(_file_stream(workload, encode, stream, count), count))

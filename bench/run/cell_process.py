@@ -167,10 +167,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         plan=MeasurementPlan.from_json(spec["plan"]),
         t0=t0,
         progress=progress,
-        store_text=run.store_text,
-        stop_error_rate=run.stop_error_rate,
-        stop_min_requests=run.stop_min_requests,
-        client_processes=run.client_processes,
+        run=run,
         loadgen_ceiling=(spec.get("load_generator_calibration") or {}).get("ceiling"),
     )
     records = scenario_runner(cell.scenario.kind)(ctx)

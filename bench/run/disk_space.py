@@ -100,14 +100,12 @@ def estimate(cells: list[Any], result_dir: Path) -> list[Need]:
                   f"the result set of {len(cells)} cell(s)")]
     seen: set[tuple[str, str, int, str]] = set()
     for cell in cells:
-        card_name = cell.model.get("card")
+        card_name = cell.model.card
         if not card_name:
             continue
-        dtype = cell.engine.get("dtype", "bfloat16")
-        dtype = "bfloat16" if dtype == "auto" else dtype
-        seed = int(cell.model.get("seed", 0))
-        cache = Path(cell.run["model_cache_dir"]).expanduser() if cell.run.get("model_cache_dir") else \
-            default_cache_dir()
+        dtype = cell.engine.weights_dtype
+        seed = cell.model.seed
+        cache = Path(cell.run.model_cache_dir).expanduser() if cell.run.model_cache_dir else default_cache_dir()
         key = (card_name, dtype, seed, str(cache))
         if key in seen:
             continue
@@ -123,9 +121,8 @@ def estimate(cells: list[Any], result_dir: Path) -> list[Need]:
 
 
 def _cell_floor(cell: Any) -> int:
-    requests = int(cell.scenario.get("requests") or 100)
-    repetitions = cell.run.get("repetitions", 1)
-    repetitions = repetitions if isinstance(repetitions, int) else 1
+    requests = getattr(cell.scenario, "requests", None) or 100
+    repetitions = cell.run.repetitions if isinstance(cell.run.repetitions, int) else cell.run.max_repetitions
     return CELL_FLOOR_BYTES + REQUEST_FLOOR_BYTES * requests * repetitions
 
 

@@ -391,10 +391,9 @@ class Runner:
 
     def _record_loadgen_calibration(self) -> None:
         """Served cells: how far this machine's load generator can be trusted (`lokaal-bench calibrate`)."""
-        from bench.profile.scenario_specs import SERVED_SCENARIOS
         from bench.serving.calibrate import latest_for
 
-        if any(c.scenario["kind"] in SERVED_SCENARIOS for c in self.plan.cells):
+        if any(c.served for c in self.plan.cells):
             found = latest_for(self.manifest.get("machine_id") or "")
             self.manifest["load_generator_calibration"] = found or {
                 "missing": "no `lokaal-bench calibrate` result for this machine: run it to know the client's ceiling"}

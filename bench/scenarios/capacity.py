@@ -34,15 +34,15 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
         index = len(history)
         stream = ctx.stream(index + 1)
         # Each probe is sized as a repetition: enough requests for the SLO percentile AND the duration floor.
-        if point["search"] == "rate":
-            arrivals = arrival_stream(load, point["arrival"], point["burstiness"], index)
+        if point.search == "rate":
+            arrivals = arrival_stream(load, point.arrival, point.burstiness, index)
             requests, offsets = open_loop_schedule(ctx, stream, arrivals, count)
             done = run_point(ctx, requests, index, offsets=offsets, count=count)
         else:
             done = run_point(ctx, stream, index, users=int(load), count=count)
         done = [dataclasses.replace(r, load_point=load) for r in done]
         records += done
-        history.append((load, slo.evaluate(done, point["slo"])["verdict"] == "MET"))
+        history.append((load, slo.evaluate(done, point.slo)["verdict"] == "MET"))
         ctx.progress(f"capacity probe {index + 1}: {load:g} {'MET' if history[-1][1] else 'missed'}",
                      index + 1, index + 1)
     ctx.repetitions_done = len(history)

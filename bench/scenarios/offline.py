@@ -7,4 +7,4 @@ from bench.scenarios.common import ScenarioContext, run_batched
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
-    return run_batched(ctx, batch_size=ctx.scenario["batch_size"])
+    return run_batched(ctx, batch_size=ctx.scenario.batch_size)

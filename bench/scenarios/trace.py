@@ -21,7 +21,7 @@ from bench.scenarios.served import open_loop_schedule, run_point, warm_up
 def trace_requests(ctx: ScenarioContext, entries: list[TraceEntry], stream: int) -> Iterator[Request]:
     """The trace's requests, endlessly: each pass over the trace continues the same seeded token stream."""
     space = ctx.engine.token_space()
-    rng = random.Random(f"{(ctx.workload or {}).get('seed', 0)}/trace/{stream}")
+    rng = random.Random(f"{ctx.workload.seed if ctx.workload else 0}/trace/{stream}")
     for i in itertools.count():
         entry = entries[i % len(entries)]
         yield Request(i, space.draw(rng, entry.input_tokens), entry.output_tokens)
@@ -39,10 +39,10 @@ def trace_offsets(entries: list[TraceEntry], speedup: float) -> Iterator[float]:
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
     point = ctx.scenario
-    entries = load_trace(Path(point["file"]))[: point.get("requests") or None]
+    entries = load_trace(Path(point.file))[: point.requests or None]
     records = warm_up(ctx)
     for repetition in ctx.repetition_indices(records):
         requests, offsets = open_loop_schedule(ctx, trace_requests(ctx, entries, repetition + 1),
-                                               trace_offsets(entries, point["speedup"]))
+                                               trace_offsets(entries, point.speedup))
         records += run_point(ctx, requests, repetition, offsets=offsets)
     return records
