@@ -40,7 +40,7 @@ def main() -> int:
     import torch
 
     from bench.engines.transformers_engine import TransformersEngine
-    from bench.measure.metrics import summarise
+    from bench.measure.metrics import headline_metrics
     from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
@@ -63,7 +63,7 @@ def main() -> int:
         ctx = ScenarioContext(engine, scenario, WorkloadSpec.model_validate({**workload, "seed": seed_stream}), plan,
                               t0=time.perf_counter(), progress=lambda *a: None)
         records = scenario_runner("offline")(ctx)
-        return summarise(records)["decode_tok_s"]["value"]
+        return headline_metrics(records)["decode_tok_s"]["value"]
 
     def bare_generate(seed_stream: int) -> float:
         spec = WorkloadSpec.model_validate({**workload, "seed": seed_stream})

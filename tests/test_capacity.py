@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.errors import ProfileError
-from bench.measure.capacity_search import next_load, summarise
+from bench.measure.capacity_search import capacity_headline, next_load
 from bench.measure.slo import evaluate, min_requests
 from bench.profile.loading import parse_profile
 from bench.profile.points import CapacityPoint
@@ -69,7 +69,7 @@ def test_no_load_meeting_the_slo_is_said_plainly() -> None:
     point = CapacityPoint(kind="capacity", search="rate", start=2, max=8, steps=1,
                           slo=SLOSpec(percentile=50, ttft_s=0.01))
     records = [record(i, 0.1, load=2.0) for i in range(20)]
-    assert summarise(point, "w", records)["headline"].startswith("no probed load met SLO TTFT p50 <= 0.01 s")
+    assert capacity_headline(point, "w", records)["headline"].startswith("no probed load met SLO TTFT p50 <= 0.01 s")
 
 
 def test_capacity_needs_an_slo() -> None:

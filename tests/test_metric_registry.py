@@ -9,7 +9,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.measure.metric_registry import METRICS, RateSample, split_metric
-from bench.measure.metrics import summarise
+from bench.measure.metrics import headline_metrics
 from bench.results.records import RequestRecord
 
 
@@ -60,7 +60,7 @@ def served_like() -> list[RequestRecord]:
 @pytest.mark.parametrize("make", [vllm_like, served_like])
 def test_every_metrics_samples_aggregate_to_the_headline(make) -> None:
     records = make()
-    headline = summarise(records)
+    headline = headline_metrics(records)
     repetitions = sorted({r.repetition for r in records if not r.warmup})
     for name, metric in METRICS.items():
         samples = metric.samples(records)  # what compare and history test
@@ -82,7 +82,7 @@ def test_every_metrics_samples_aggregate_to_the_headline(make) -> None:
 
 def test_the_rates_pieces_tile_the_measured_time() -> None:
     records = vllm_like()
-    headline = summarise(records)
+    headline = headline_metrics(records)
     pieces = METRICS["output_tok_s"].samples(records)
     assert sum(p.seconds for p in pieces) == pytest.approx(headline["duration_s"]["value"], rel=1e-12)
     assert sum(p.amount for p in pieces) == headline["output_tokens"]["value"]
@@ -102,21 +102,21 @@ def test_compares_old_decode_formula_disagreed_with_the_headline_under_continuou
     assert len(old) == len(new) == 6
     assert all(o > n * 1.1 for o, n in zip(old, new, strict=True))  # each batch: 10% and more too high
     assert METRICS["decode_tok_s"].figure(METRICS["decode_tok_s"].samples(records)) == pytest.approx(
-        summarise(records)["decode_tok_s"]["value"])
+        headline_metrics(records)["decode_tok_s"]["value"])
 
 
 def test_the_two_decode_rates_by_hand() -> None:
     # One in-process batch of two rows: row 0 first at 1.0, row 1 (in prefill meanwhile) first at 1.2;
     # the window opens at 1.2: row 0's tokens at 1.3 1.4, row 1's at 1.3 1.4 1.5 count, over 0.3 s.
     batch = [row(0, 0, 0, 0.9, [1.0, 1.1, 1.2, 1.3, 1.4], size=2), row(1, 0, 0, 0.9, [1.2, 1.3, 1.4, 1.5], size=2)]
-    head = summarise(batch)
+    head = headline_metrics(batch)
     assert head["decode_tok_s"]["value"] == pytest.approx(5 / 0.3)
     # one stream's: row 0 has 4 tokens after its first in 0.4 s, row 1 3 in 0.3 s
     assert head["stream_decode_tok_s"]["value"] == pytest.approx(7 / 0.7)
     # Two served streams (a batch each) decoding 10 tok/s over overlapping windows: together 20 tok/s
     # while both decode, 10 while one does. Windows [1.0, 2.0] and [1.5, 2.5]: union 1.5 s, 20 tokens.
     streams = [row(0, 0, 0, 0.9, steps(1.0, 11, 0.1)), row(1, 0, 1, 1.4, steps(1.5, 11, 0.1))]
-    head = summarise(streams)
+    head = headline_metrics(streams)
     assert head["decode_tok_s"]["value"] == pytest.approx(20 / 1.5)
     assert head["stream_decode_tok_s"]["value"] == pytest.approx(10.0)
     assert head["output_tok_s"]["value"] == pytest.approx(22 / 1.6)
@@ -125,7 +125,7 @@ def test_the_two_decode_rates_by_hand() -> None:
 def test_served_decode_rate_counts_every_stream_at_once() -> None:
     """The issue's example: many streams at one stream's speed; decode_tok_s is their sum, not one's."""
     streams = [row(i, 0, i, 0.0, steps(0.1 + 0.001 * i, 101, 0.01)) for i in range(64)]
-    head = summarise(streams)
+    head = headline_metrics(streams)
     assert head["stream_decode_tok_s"]["value"] == pytest.approx(100.0)
     assert head["decode_tok_s"]["value"] == pytest.approx(64 * 100 / (1.0 + 0.063))
     assert head["decode_tok_s"]["value"] < head["output_tok_s"]["value"] * 64  # sanity: same order as output
@@ -133,7 +133,7 @@ def test_served_decode_rate_counts_every_stream_at_once() -> None:
 
 def test_a_static_batch_is_unchanged() -> None:
     batch = [row(0, 0, 0, 0.0, [0.5, 0.6, 0.7], size=2, n_in=10), row(1, 0, 0, 0.0, [0.5, 0.6, 0.7], size=2, n_in=20)]
-    head = summarise(batch)
+    head = headline_metrics(batch)
     assert head["decode_tok_s"]["value"] == pytest.approx(4 / 0.2)
     assert head["stream_decode_tok_s"]["value"] == pytest.approx(2 / 0.2)
     assert head["prefill_tok_s"]["value"] == pytest.approx(30 / 0.5)
@@ -144,7 +144,7 @@ def test_stored_token_times_rounding_does_not_count_the_first_token() -> None:
     must not count as decoded after itself."""
     record = row(0, 0, 0, 0.0, [round(0.12345666, 7), 0.2, 0.3])  # stored 0.1234567: rounded up
     record.first_token_time = 0.12345666
-    assert summarise([record])["decode_tok_s"]["value"] == pytest.approx(2 / (0.3 - 0.12345666))
+    assert headline_metrics([record])["decode_tok_s"]["value"] == pytest.approx(2 / (0.3 - 0.12345666))
 
 
 def test_metric_names_and_units() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.measure.metrics import short_outputs, summarise
+from bench.measure.metrics import headline_metrics, short_outputs
 from bench.measure.stats import distribution, percentile
 from bench.results.records import RequestRecord
 
@@ -40,7 +40,7 @@ def test_single_stream_metrics_by_hand() -> None:
         rec(1, 0, 1, 11.0, [11.3, 11.4, 11.5, 11.6]),      # ttft 0.3, itl 0.1 x3, e2e 0.6
         rec(0, 1, 0, 20.0, [20.4, 20.6]),                  # ttft 0.4, itl 0.2, e2e 0.6
     ]
-    m = summarise(records)
+    m = headline_metrics(records)
     assert m["ttft"]["n"] == 3 and m["ttft"]["mean"] == pytest.approx((0.5 + 0.3 + 0.4) / 3)
     assert m["ttft"]["p50"] == pytest.approx(0.4)
     assert m["itl"]["n"] == 6 and m["itl"]["mean"] == pytest.approx((0.2 * 3 + 0.1 * 3) / 6)
@@ -64,7 +64,7 @@ def test_batch_counts_once_for_phase_rates() -> None:
     # two rows of one batch share step times; prompt tokens 10 + 20 over one prefill of 0.5 s
     records = [rec(0, 0, 0, 0.0, [0.5, 0.6, 0.7], n_in=10, batch_size=2),
                rec(1, 0, 0, 0.0, [0.5, 0.6, 0.7], n_in=20, batch_size=2)]
-    m = summarise(records)
+    m = headline_metrics(records)
     assert m["prefill_tok_s"]["value"] == pytest.approx(30 / 0.5)
     assert m["decode_tok_s"]["value"] == pytest.approx(4 / 0.2)
     assert m["output_tok_s"]["value"] == pytest.approx(6 / 0.7)
@@ -73,7 +73,7 @@ def test_batch_counts_once_for_phase_rates() -> None:
 def test_failures_are_counted_not_dropped() -> None:
     records = [rec(0, 0, 0, 0.0, [0.1, 0.2]), rec(1, 0, 1, 0.2, [], error="boom"),
                rec(2, 0, 2, 0.3, [0.4], error="boom")]
-    m = summarise(records)
+    m = headline_metrics(records)
     assert m["requests"]["failed"] == 2 and m["requests"]["errors"] == {"boom": 2}
     assert m["error_rate"]["value"] == pytest.approx(2 / 3)
     assert m["ttft"]["n"] == 1  # latency over successful requests only

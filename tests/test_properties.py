@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench import cli
-from bench.measure.metrics import summarise
+from bench.measure.metrics import headline_metrics
 from bench.measure.sizing import exact_plan
 from bench.profile.workloads import Request
 from bench.scenarios.common import ScenarioContext
@@ -187,7 +187,7 @@ def test_any_reply_bytes_give_a_request_result_never_an_exception(raw: bytes, re
         assert result.done or result.status == 200
     record = _record(context(), Request(0, [1, 2], 4), result, 0, result.sent, "x", 0)
     assert record.ok == (record.error is None)
-    summarise([record])  # the cell's metrics read whatever came back
+    headline_metrics([record])  # the cell's metrics read whatever came back
     json.dumps(record.to_json())
 
 

@@ -108,14 +108,14 @@ def fake_cell_process(spec_path: Path, cell_dir: Path, **_: Any) -> Any:
 def main(out: Path) -> None:
     import bench.run.isolation
     from bench.run.environment import collect_environment
-    from bench.run.runner import Runner, plan_run
+    from bench.run.runner import Runner, prepare_run
 
     out.mkdir(parents=True, exist_ok=True)
     profile = out / "profile.yaml"
     profile.write_text(yaml.safe_dump(PROFILE, sort_keys=False))
     bench.run.isolation.run_isolated = fake_cell_process  # the runner imports it at each cell
     environment = collect_environment()
-    plan = plan_run(profile, out, out / "result", None, environment["machine_id"])
+    plan = prepare_run(profile, out, out / "result", None, environment["machine_id"])
     Runner(plan, environment).run()
 
 

@@ -57,7 +57,7 @@ def probes(records: list[RequestRecord], objectives: SLOSpec) -> list[dict[str, 
     return out
 
 
-def summarise(point: CapacityPoint, workload: str, records: list[RequestRecord]) -> dict[str, Any]:
+def capacity_headline(point: CapacityPoint, workload: str, records: list[RequestRecord]) -> dict[str, Any]:
     """The answer: the highest load meeting the SLO, and the one sentence procurement reads."""
     assert point.slo is not None
     found = probes(records, point.slo)

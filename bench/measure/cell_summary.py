@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.measure import capacity_search as capacity
 from bench.measure import endpoints, engine_timing, slo
-from bench.measure.metrics import short_outputs, summarise
+from bench.measure.metrics import headline_metrics, short_outputs
 from bench.measure.sizing import sizing_summary
 from bench.measure.stats import percentile
 from bench.measure.validity import judge
@@ -108,7 +108,7 @@ def build_summary(
     finished: str,
 ) -> dict[str, Any]:
     reason = failure_reason(outcome, result)
-    metrics = summarise(records) if records else {}
+    metrics = headline_metrics(records) if records else {}
     short = short_outputs(r for r in records if not r.warmup)
     if reason is None and short:
         example = short[0]
@@ -172,7 +172,8 @@ def build_summary(
     if cell.run.slo is not None and cell.served and cell.scenario.kind != "capacity" and records:
         summary["slo"] = slo.evaluate(records, cell.run.slo)  # goodput and the SLO verdict
     if isinstance(cell.scenario, CapacityPoint) and records:
-        summary["capacity"] = capacity.summarise(cell.scenario, cell.workload.name if cell.workload else "?", records)
+        workload = cell.workload.name if cell.workload else "?"
+        summary["capacity"] = capacity.capacity_headline(cell.scenario, workload, records)
     summary["sizing"] = sizing_summary(result.get("sizing"), metrics)  # the floors applied, the precision reached
     summary["validity"] = judge(summary, cell.run.rules)
     return summary

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from bench.measure.metrics import summarise
+from bench.measure.metrics import headline_metrics
 from bench.results.records import RequestRecord
 
 SHOWN = ("ttft", "itl", "e2e_latency")
@@ -23,7 +23,7 @@ def per_endpoint(records: list[RequestRecord]) -> dict[str, dict[str, Any]] | No
         return None
     out: dict[str, dict[str, Any]] = {}
     for endpoint in sorted(groups):
-        metrics = summarise(groups[endpoint])
+        metrics = headline_metrics(groups[endpoint])
         requests = metrics["requests"]
         out[endpoint] = {
             "requests": requests["total"],

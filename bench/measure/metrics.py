@@ -32,7 +32,7 @@ def repetition_rates(records: Sequence[RequestRecord]) -> dict[str, float | None
     return rates
 
 
-def summarise(records: Iterable[RequestRecord]) -> dict[str, dict[str, Any]]:
+def headline_metrics(records: Iterable[RequestRecord]) -> dict[str, dict[str, Any]]:
     """All metrics of a cell from its records (warm-up excluded): the registry's headlines, then the
     measured seconds, request counts, error rate and token totals."""
     measured = [r for r in records if not r.warmup]

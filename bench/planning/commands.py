@@ -51,7 +51,7 @@ def fit_command(args: argparse.Namespace, out: Output) -> int:
     """Which cards fit, the longest context and the most sequences; with result sets, the formula
     held against their measured peak memory (a second table, `fit-check`)."""
     from bench.models import list_cards, load_card
-    from bench.planning.memory_fit import capacity_of, fit, largest, measured_check
+    from bench.planning.memory_fit import capacity_of, fit_memory, largest, measured_check
     from bench.run.environment import collect_environment
 
     capacity = int(args.memory_gib * GIB) if args.memory_gib else capacity_of(collect_environment(), args.device,
@@ -72,7 +72,7 @@ def fit_command(args: argparse.Namespace, out: Output) -> int:
         data={"capacity_bytes": capacity, "device": args.device, "gpus": args.gpus, "dtype": args.dtype,
               "context": args.context, "concurrency": args.concurrency})
     for card in cards:
-        result = fit(card, args.dtype, args.context, args.concurrency, capacity, args.device)
+        result = fit_memory(card, args.dtype, args.context, args.concurrency, capacity, args.device)
         table.add(card=card.name, weights_bytes=result.weights, kv_cache_bytes=result.kv_cache,
                   activations_bytes=result.activations, needed_bytes=result.needed, fits=result.fits,
                   longest_context=largest(card, args.dtype, capacity, args.device, concurrency=args.concurrency),

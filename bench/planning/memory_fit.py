@@ -59,7 +59,7 @@ def activation_bytes(card: Card, dtype: str, context: int, concurrency: int) -> 
     return tokens * (4 * hidden + 2 * intermediate) * DTYPE_BYTES[normalise_dtype(dtype)]
 
 
-def fit(card: Card, dtype: str, context: int, concurrency: int, capacity: int, device: str = "cpu") -> FitResult:
+def fit_memory(card: Card, dtype: str, context: int, concurrency: int, capacity: int, device: str = "cpu") -> FitResult:
     return FitResult(
         card=card.name,
         dtype=normalise_dtype(dtype),
@@ -80,11 +80,11 @@ def largest(card: Card, dtype: str, capacity: int, device: str, *, context: int 
     limit = int(card.config.get("max_position_embeddings", 131072))
     if context is None:
         def fits_at(n: int) -> bool:
-            return fit(card, dtype, n, concurrency or 1, capacity, device).fits
+            return fit_memory(card, dtype, n, concurrency or 1, capacity, device).fits
         high = limit
     else:
         def fits_at(n: int) -> bool:
-            return fit(card, dtype, context, n, capacity, device).fits
+            return fit_memory(card, dtype, context, n, capacity, device).fits
         high = 1 << 20
     if not fits_at(1):
         return 0
@@ -122,7 +122,7 @@ def measured_check(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         scenario = summary["config"]["scenario"]
         context = int(scenario.get("depth", 0) + (metrics["input_tokens"]["value"] + metrics["output_tokens"]["value"])
                       / ok)
-        predicted = fit(load_card(card_name), engine.get("dtype", "bfloat16"), context,
+        predicted = fit_memory(load_card(card_name), engine.get("dtype", "bfloat16"), context,
                         scenario.get("batch_size", 1), 0, device).needed
         memory = summary.get("memory") or {}
         measured = (max(memory.get("gpu_used_peak_bytes") or [0]) if device == "gpu"

@@ -16,10 +16,10 @@ def execute_run(profile_path: Path, args: argparse.Namespace, out: Output,
     the summary table (None when interrupted)."""
     from bench.run.display import RunDisplay, summary_table
     from bench.run.environment import collect_environment
-    from bench.run.runner import Runner, RunObserver, plan_run
+    from bench.run.runner import Runner, RunObserver, prepare_run
 
     environment = collect_environment()
-    plan = plan_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
+    plan = prepare_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
                     Path(args.resume) if getattr(args, "resume", None) else None, environment["machine_id"],
                     source=source, when_busy=getattr(args, "when_busy", "wait"))
     out.message(f"profile {profile_path} ({plan.profile.name}): {len(plan.cells)} cell(s)")

@@ -55,7 +55,7 @@ class RunObserver:
 
 
 @dataclass
-class RunPlan:
+class RunSetup:
     profile_path: Path
     profile: Profile
     cells: list[Cell]
@@ -66,8 +66,8 @@ class RunPlan:
     when_busy: str = WAIT  # another run measuring on this machine: wait for it, or mark (bench/run/machine_lock.py)
 
 
-def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
-             machine_id: str, source: str | None = None, when_busy: str = WAIT) -> RunPlan:
+def prepare_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
+             machine_id: str, source: str | None = None, when_busy: str = WAIT) -> RunSetup:
     """`source`: the profile's text when it does not come from `profile_path` itself (rerun);
     `profile_path` still anchors its relative paths. Everything that can be checked before running
     is checked here (bench/profile/preflight.py through the profile loader, then the disk space)."""
@@ -88,11 +88,11 @@ def plan_run(profile_path: Path, results_root: Path, output: Path | None, resume
             )
         done = result_set.completed_cells()
         check_space(estimate([c for c in cells if c.id not in done], resume))
-        return RunPlan(profile_path, profile, cells, result_set, True, source, done, when_busy)
+        return RunSetup(profile_path, profile, cells, result_set, True, source, done, when_busy)
     if output is not None and (output / "manifest.json").exists():
         raise BenchError(f"{output} already holds a result set; choose another --output or use --resume")
     check_space(estimate(cells, output or results_root))
-    return RunPlan(profile_path, profile, cells, ResultSet(output or _claim_run_dir(results_root, profile.name,
+    return RunSetup(profile_path, profile, cells, ResultSet(output or _claim_run_dir(results_root, profile.name,
                                                                                     machine_id)),
                    False, source, when_busy=when_busy)
 
@@ -109,7 +109,7 @@ def _claim_run_dir(results_root: Path, profile_name: str, machine_id: str) -> Pa
     raise BenchError(f"{results_root}: could not find a free run id")
 
 
-def _profile_record(plan: RunPlan) -> dict[str, Any]:
+def _profile_record(plan: RunSetup) -> dict[str, Any]:
     text = plan.source
     return {
         "name": plan.profile.name,
@@ -121,7 +121,7 @@ def _profile_record(plan: RunPlan) -> dict[str, Any]:
 
 
 class Runner:
-    def __init__(self, plan: RunPlan, environment: dict[str, Any], observer: RunObserver | None = None):
+    def __init__(self, plan: RunSetup, environment: dict[str, Any], observer: RunObserver | None = None):
         self.plan = plan
         self.environment = environment
         self.observer = observer or RunObserver()
@@ -256,7 +256,7 @@ class Runner:
 
     def _run_cell(self, cell: Cell, index: int, total: int) -> dict[str, Any]:
         from bench.run.isolation import run_isolated
-        from bench.telemetry import summarise
+        from bench.telemetry import summarise_telemetry
 
         cell_dir = self.result_set.cell_dir(cell.id)
         cell_dir.mkdir(parents=True, exist_ok=True)
@@ -294,8 +294,8 @@ class Runner:
         result = _read_json(cell_dir / "result.json")
         records = _read_records_safely(cell_dir / "records.jsonl.gz")
         window = (result or {}).get("clock", {}).get("measured_window_wall")
-        telemetry = summarise(outcome.samples, tuple(window) if window else None)
-        whole = summarise(outcome.samples, None)
+        telemetry = summarise_telemetry(outcome.samples, tuple(window) if window else None)
+        whole = summarise_telemetry(outcome.samples, None)
         self.result_set.write_samples(cell.id, outcome.samples)
         summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished)
         summary["memory_limit"] = limit.record()
