@@ -7,7 +7,8 @@ __version__ = "0.1.0"
 
 
 def load(paths, per: str = "cell"):  # type: ignore[no-untyped-def]
-    """Result sets as a pandas DataFrame (see bench.dataframe); imported on use so `import bench` stays light."""
-    from bench.dataframe import load as _load
+    """Result sets as a pandas DataFrame (see bench.readers.dataframe); imported on use, so that
+    `import bench` stays light."""
+    from bench.readers.dataframe import load as _load
 
     return _load(paths, per=per)

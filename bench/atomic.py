@@ -37,10 +37,17 @@ def fsync_dir(directory: Path) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    """JSON with every secret scrubbed (bench/scrub.py): the one way lokaal-bench writes JSON files."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
+    from bench import scrub
+
+    write_bytes(path, scrub.text(text).encode("utf-8"))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Exactly these bytes (a sealed manifest, scrubbed before it was sealed)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(data)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+# The command's exit codes: success; a run with FAILED cells, regressions or disagreement; bad input
+# (a message, no traceback); interrupted.
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
 
 class BenchError(Exception):
     """A problem the user can fix; printed as a message, exit code 2."""
 
-    exit_code = 2
+    exit_code = EXIT_BAD_INPUT
 
 
 class ProfileError(BenchError):

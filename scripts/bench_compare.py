@@ -73,9 +73,10 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=50)
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
-    from bench.compare import compare
-    from bench.history import collect
-    from bench.tables import DEFAULT_COLUMNS, cell_rows, render
+    from bench.readers.compare import compare
+    from bench.readers.history import collect
+    from bench.readers.printing import render
+    from bench.readers.tables import DEFAULT_COLUMNS, cell_rows
 
     root = Path(tempfile.mkdtemp(prefix="bench-compare-"))
     try:

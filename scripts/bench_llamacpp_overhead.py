@@ -37,11 +37,11 @@ def main() -> int:
     import numpy as np
 
     from bench.engines.llamacpp_engine import LlamaCppEngine
-    from bench.metrics import summarise
+    from bench.measure.metrics import headline_metrics
+    from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
     from bench.scenarios import ScenarioContext, scenario_runner
-    from bench.sizing import exact_plan
 
     apply_offline_env()
     NetworkGuard.install([], None)
@@ -58,7 +58,7 @@ def main() -> int:
     def through_lokaal_bench(seed: int) -> float:
         ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed}, plan, t0=time.perf_counter(),
                               progress=lambda *a: None)
-        return summarise(scenario_runner("single-stream")(ctx))["decode_tok_s"]["value"]
+        return headline_metrics(scenario_runner("single-stream")(ctx))["decode_tok_s"]["value"]
 
     def bare_loop(seed: int) -> float:
         ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed}, plan, 0.0, lambda *a: None)

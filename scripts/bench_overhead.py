@@ -40,32 +40,34 @@ def main() -> int:
     import torch
 
     from bench.engines.transformers_engine import TransformersEngine
-    from bench.metrics import summarise
+    from bench.measure.metrics import headline_metrics
+    from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
+    from bench.profile.engine_specs import TransformersEngineSpec
+    from bench.profile.points import OfflinePoint
+    from bench.profile.workload_specs import WorkloadSpec
     from bench.scenarios import ScenarioContext, scenario_runner
-    from bench.sizing import exact_plan
 
     apply_offline_env()
     NetworkGuard.install([], None)
     model = resolve_model(card=args.card, path=None, dtype=args.dtype, seed=0, cache_dir=None)
-    settings = {"kind": "transformers", "dtype": args.dtype, "device": "cpu",
-                "threads": args.threads, "attn_implementation": "sdpa"}
+    settings = TransformersEngineSpec(kind="transformers", dtype=args.dtype, device="cpu", threads=args.threads)
     engine = TransformersEngine(settings, str(model.path), {})
     engine.load()
-    workload = {"seed": 11, "input_tokens": {"dist": "fixed", "value": args.input_tokens},
-                "output_tokens": {"dist": "fixed", "value": args.output_tokens}}
-    scenario = {"kind": "offline", "batch_size": args.batch, "requests": args.batch * args.requests}
+    workload = {"name": "overhead", "seed": 11, "input_tokens": args.input_tokens, "output_tokens": args.output_tokens}
+    scenario = OfflinePoint(kind="offline", batch_size=args.batch, requests=args.batch * args.requests)
     plan = exact_plan(args.batch * args.requests)  # the same work in both arms, no time floor
 
     def through_lokaal_bench(seed_stream: int) -> float:
-        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed_stream}, plan,
+        ctx = ScenarioContext(engine, scenario, WorkloadSpec.model_validate({**workload, "seed": seed_stream}), plan,
                               t0=time.perf_counter(), progress=lambda *a: None)
         records = scenario_runner("offline")(ctx)
-        return summarise(records)["decode_tok_s"]["value"]
+        return headline_metrics(records)["decode_tok_s"]["value"]
 
     def bare_generate(seed_stream: int) -> float:
-        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed_stream}, plan, 0.0, lambda *a: None)
+        spec = WorkloadSpec.model_validate({**workload, "seed": seed_stream})
+        ctx = ScenarioContext(engine, scenario, spec, plan, 0.0, lambda *a: None)
         requests = ctx.requests(args.batch * args.requests, 1)
         decode_time = 0.0
         for start in range(0, len(requests), args.batch):

@@ -60,13 +60,13 @@ def main() -> int:
     args = parser.parse_args()
 
     from bench.engines.llamacpp_engine import LlamaCppEngine
-    from bench.metrics import summarise
+    from bench.measure.metrics import headline_metrics
+    from bench.measure.roofline import model_inputs
+    from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
-    from bench.roofline import model_inputs
     from bench.scenarios import ScenarioContext, scenario_runner
     from bench.serving.llama_server import find_tool
-    from bench.sizing import exact_plan
 
     apply_offline_env()
     NetworkGuard.install([], None)
@@ -84,7 +84,7 @@ def main() -> int:
 
     def ours() -> tuple[float, float]:
         ctx = ScenarioContext(engine, scenario, None, plan, t0=time.perf_counter(), progress=lambda *a: None)
-        metrics = summarise(scenario_runner("prefill-decode")(ctx))
+        metrics = headline_metrics(scenario_runner("prefill-decode")(ctx))
         return metrics["prefill_tok_s"]["value"], metrics["decode_tok_s"]["value"]
 
     def theirs() -> tuple[float, float]:
@@ -111,7 +111,7 @@ def main() -> int:
 
     bandwidth = args.bandwidth_gb_s
     if bandwidth is None:
-        from bench.probes import host_memory_bandwidth
+        from bench.run.probes import host_memory_bandwidth
 
         bandwidth = host_memory_bandwidth(quick=False)["read_gb_s"]
     inputs = model_inputs(model.config, model.dtype, gguf=model.gguf, kv_cache_type="f16") or {}

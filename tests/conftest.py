@@ -30,6 +30,37 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
         os.environ["LOKAAL_BENCH_CACHE"] = previous
 
 
+@pytest.fixture(scope="session", autouse=True)
+def machine_lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The measuring lock (bench/run/machine_lock.py) of this test session: runs of the session still take
+    it one after another, but wait for no other session's on a shared machine (tests that exercise
+    two runs at once give them a directory of their own)."""
+    directory = tmp_path_factory.mktemp("machine-lock")
+    previous = os.environ.get("LOKAAL_BENCH_LOCK_DIR")
+    os.environ["LOKAAL_BENCH_LOCK_DIR"] = str(directory)
+    yield directory
+    if previous is None:
+        os.environ.pop("LOKAAL_BENCH_LOCK_DIR", None)
+    else:
+        os.environ["LOKAAL_BENCH_LOCK_DIR"] = previous
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A real small filesystem (tmpfs) mounted at `path` for the block; the test is skipped, with the
+    reason, where this machine does not let it mount one."""
+    path.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                          text=True) if mount else None
+    if done is None or done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() if done else 'no mount command'}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 @contextlib.contextmanager
 def calibration_endpoint(ttft: float, itl: float) -> Iterator[str]:
     """The built-in calibration server (a real process on loopback) for as long as the block runs."""
@@ -126,7 +157,6 @@ def capacity_result_set(tmp_path_factory: pytest.TempPathFactory, model_cache: P
         proc.kill()
         proc.wait()
     return out
-
 
 
 # CI installs every engine and service lokaal-bench ships (.ci/run) and names them here, e.g.

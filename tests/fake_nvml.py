@@ -1,7 +1,7 @@
 """A pynvml-shaped emulator, for tests and demos on machines without an NVIDIA GPU.
 
 ``make_fake_nvml([FakeGpu(...), ...])`` returns a module object with the subset of the pynvml
-API that ``bench.telemetry`` and ``bench.environment`` use. Device state lives in the mutable
+API that ``bench.telemetry`` and ``bench.run.environment`` use. Device state lives in the mutable
 ``FakeGpu`` objects (``module.gpus``), so a test can change power, energy or clock reasons between
 samples. Names listed in ``FakeGpu.unsupported`` (pynvml function names) raise
 ``NVMLError_NotSupported`` for that device, as a real driver does for unsupported queries.

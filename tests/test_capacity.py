@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.capacity import next_load, summarise
-from bench.config import parse_profile
 from bench.errors import ProfileError
-from bench.records import RequestRecord
+from bench.measure.capacity_search import capacity_headline, next_load
+from bench.measure.slo import evaluate, min_requests
+from bench.profile.loading import parse_profile
+from bench.profile.points import CapacityPoint
+from bench.profile.run_settings import SLOSpec
+from bench.results.records import RequestRecord
 from bench.serving.calibrate import start_server
-from bench.slo import evaluate, min_requests
 from conftest import tiny_profile
 
 TTFT, ITL, TOKENS, SLOTS = 0.02, 0.005, 8, 4
@@ -41,22 +43,22 @@ def record(i: int, ttft: float, *, error: str | None = None, load: float | None 
 
 def test_goodput_counts_only_requests_within_every_objective_and_never_failures() -> None:
     records = [record(i, 0.1) for i in range(18)] + [record(18, 0.9), record(19, 0.0, error="timeout")]
-    result = evaluate(records, {"percentile": 50, "ttft_s": 0.5, "max_error_rate": 0.1})
+    result = evaluate(records, SLOSpec(percentile=50, ttft_s=0.5, max_error_rate=0.1))
     assert result["good_requests"] == 18 and result["requests"] == 20
     assert result["verdict"] == "MET"  # p50 TTFT 0.1 s, errors 5%
     assert result["goodput_rps"] == pytest.approx(18 / 0.93)  # 18 good over the span (submit 0 to last end)
-    assert evaluate(records, {"percentile": 50, "ttft_s": 0.5})["verdict"] == "MISSED"  # no errors allowed
-    assert evaluate(records[:5], {"percentile": 50, "ttft_s": 0.5})["verdict"] == "INSUFFICIENT DATA"
+    assert evaluate(records, SLOSpec(percentile=50, ttft_s=0.5))["verdict"] == "MISSED"  # no errors allowed
+    assert evaluate(records[:5], SLOSpec(percentile=50, ttft_s=0.5))["verdict"] == "INSUFFICIENT DATA"
     assert min_requests(95) == 200 and min_requests(50) == 20
 
 
 def test_the_search_doubles_then_bisects_to_the_edge() -> None:
-    point = {"search": "rate", "start": 1, "max": 256, "steps": 3}
+    point = CapacityPoint(kind="capacity", search="rate", start=1, max=256, steps=3)
     history: list[tuple[float, bool]] = []
     while (load := next_load(point, history)) is not None:
         history.append((load, load <= 11))  # a server that meets the SLO up to 11/s
     assert [h[0] for h in history] == [1, 2, 4, 8, 16, 12, 10, 11]
-    users = {"search": "concurrency", "start": 1, "max": 64, "steps": 10}
+    users = CapacityPoint(kind="capacity", search="concurrency", start=1, max=64, steps=10)
     history = []
     while (load := next_load(users, history)) is not None:
         history.append((load, load <= 5))
@@ -64,9 +66,10 @@ def test_the_search_doubles_then_bisects_to_the_edge() -> None:
 
 
 def test_no_load_meeting_the_slo_is_said_plainly() -> None:
-    point = {"search": "rate", "start": 2, "max": 8, "steps": 1, "slo": {"percentile": 50, "ttft_s": 0.01}}
+    point = CapacityPoint(kind="capacity", search="rate", start=2, max=8, steps=1,
+                          slo=SLOSpec(percentile=50, ttft_s=0.01))
     records = [record(i, 0.1, load=2.0) for i in range(20)]
-    assert summarise(point, "w", records)["headline"].startswith("no probed load met SLO TTFT p50 <= 0.01 s")
+    assert capacity_headline(point, "w", records)["headline"].startswith("no probed load met SLO TTFT p50 <= 0.01 s")
 
 
 def test_capacity_needs_an_slo() -> None:

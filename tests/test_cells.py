@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 
-from bench.cells import expand
-from bench.config import parse_profile
+from bench.profile.cells import expand
+from bench.profile.loading import parse_profile
 from conftest import tiny_profile
 
 
@@ -25,8 +25,8 @@ def test_expansion_is_the_product_of_models_engines_workloads_and_points() -> No
     # 2 dtypes x (1 single-stream + 3 offline points + 4 prefill-decode points, which take no workload)
     assert len(cells) == 2 * (1 + 3 + 4)
     assert len({c.id for c in cells}) == len(cells)
-    assert {c.engine["dtype"] for c in cells} == {"float32", "bfloat16"}
-    assert all(c.workload is None for c in cells if c.scenario["kind"] == "prefill-decode")
+    assert {c.engine.dtype for c in cells} == {"float32", "bfloat16"}
+    assert all(c.workload is None for c in cells if c.scenario.kind == "prefill-decode")
 
 
 def test_ids_are_stable_across_machines_and_run_lengths() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bench.cells import expand
-from bench.config import parse_profile
 from bench.errors import ProfileError
-from bench.records import read_records
+from bench.profile.cells import expand
+from bench.profile.loading import parse_profile
+from bench.results.records import read_records
 from bench.serving.calibrate import start_server
 from bench.serving.workers import choose_client_processes
 from conftest import calibration_endpoint, tiny_profile
@@ -110,7 +110,7 @@ def test_two_client_processes_measure_like_one(endpoint: str, write_profile, tmp
 
 
 def test_auto_uses_the_calibration_and_says_why(endpoint: str, write_profile, tmp_path: Path) -> None:
-    from bench.environment import collect_environment
+    from bench.run.environment import collect_environment
 
     cache = tmp_path / "cache"
     (cache / "lokaal-bench").mkdir(parents=True)

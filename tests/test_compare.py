@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import compare, parse_fail_on, split_metric
 from bench.errors import BenchError
-from bench.tables import cell_rows, render
+from bench.readers.compare import compare, parse_fail_on, split_metric
+from bench.readers.printing import render
+from bench.readers.tables import cell_rows
 
 DATA = Path(__file__).parent / "data"
 BASE, REPEAT, SLOW = DATA / "nightly-1", DATA / "nightly-2", DATA / "nightly-3-contended"
@@ -73,7 +74,7 @@ def test_tables_in_every_format() -> None:
     latex = render(rows, columns, "latex", headings)
     assert latex.startswith(r"\begin{tabular}{lrr}") and r"\toprule" in latex and r"\bottomrule" in latex
     assert r"decode\_tok\_s" in latex and latex.count(r"\\") == len(rows) + 1
-    assert json.loads(render(rows, columns, "json", headings))[0]["cell"] == rows[0]["cell"]
+    assert json.loads(render(rows, columns, "json", headings))["rows"][0]["cell"] == rows[0]["cell"]
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")

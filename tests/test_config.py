@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from bench.cells import expand
-from bench.config import load_profile
 from bench.errors import ProfileError
+from bench.profile.cells import expand
+from bench.profile.loading import load_profile
 from conftest import REPO, tiny_profile
 
 
@@ -80,15 +80,15 @@ def test_cli_missing_file_exits_2(tmp_path) -> None:
     assert done.returncode == 2 and "file not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_the_readme_profile_example_is_valid() -> None:
+def test_the_documented_profile_example_is_valid() -> None:
     import re
 
     import yaml
 
-    from bench.config import parse_profile
+    from bench.profile.loading import parse_profile
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "profiles.md").read_text()
     example = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
-    assert example, "the README has no YAML profile example"
-    profile = parse_profile(yaml.safe_load(example.group(1)), "README.md")
+    assert example, "docs/profiles.md has no YAML profile example"
+    profile = parse_profile(yaml.safe_load(example.group(1)), "docs/profiles.md")
     assert len(profile.models) == 2 and profile.run.rules == "nightly"

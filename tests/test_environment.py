@@ -13,8 +13,9 @@ import pytest
 from rich.console import Console
 
 import bench
-from bench import environment
-from bench.environment import cgroup_limits, collect_environment, env_vars, format_environment, machine_id
+from bench.run import environment
+from bench.run.environment import cgroup_limits, collect_environment, env_vars, machine_id
+from bench.run.environment_view import format_environment
 from fake_nvml import FakeGpu, make_fake_nvml
 
 PARTS = ("cpu", "memory", "gpus", "os", "python", "lokaal_bench", "env_vars", "power")
@@ -205,7 +206,7 @@ def test_no_heavy_imports() -> None:
     """Collecting the inventory and recording telemetry must not import torch & co."""
     code = (
         "import sys, os\n"
-        "from bench.environment import collect_environment\n"
+        "from bench.run.environment import collect_environment\n"
         "from bench.telemetry import TelemetryRecorder\n"
         "collect_environment()\n"
         "TelemetryRecorder(os.getpid(), 0.05).start().stop()\n"

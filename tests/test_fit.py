@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from bench.fit import GIB, RUNTIME_OVERHEAD, fit, largest, measured_check
 from bench.models import load_card
+from bench.planning.memory_fit import GIB, RUNTIME_OVERHEAD, fit_memory, largest, measured_check
 
 
 def test_llama_8b_bf16_by_hand() -> None:
     card = load_card("llama-3.1-8b")
-    result = fit(card, "bf16", context=4096, concurrency=2, capacity=24 * GIB)
+    result = fit_memory(card, "bf16", context=4096, concurrency=2, capacity=24 * GIB)
     assert result.weights == 8_030_261_248 * 2
     # K and V x 32 layers x 8 KV heads x 128 dims x 2 bytes = 131,072 bytes per token
     assert result.kv_cache == 2 * 4096 * 131_072
@@ -24,11 +24,11 @@ def test_largest_is_the_edge_of_fitting() -> None:
     card = load_card("llama-3.1-8b")
     capacity = 18 * GIB
     context = largest(card, "bfloat16", capacity, "cpu", concurrency=1)
-    assert fit(card, "bfloat16", context, 1, capacity).fits
-    assert not fit(card, "bfloat16", context + 1, 1, capacity).fits
+    assert fit_memory(card, "bfloat16", context, 1, capacity).fits
+    assert not fit_memory(card, "bfloat16", context + 1, 1, capacity).fits
     sequences = largest(card, "bfloat16", capacity, "cpu", context=8192)
-    assert fit(card, "bfloat16", 8192, sequences, capacity).fits
-    assert not fit(card, "bfloat16", 8192, sequences + 1, capacity).fits
+    assert fit_memory(card, "bfloat16", 8192, sequences, capacity).fits
+    assert not fit_memory(card, "bfloat16", 8192, sequences + 1, capacity).fits
     assert largest(load_card("llama-3.3-70b"), "bfloat16", capacity, "cpu", concurrency=1) == 0
 
 
@@ -41,7 +41,7 @@ def test_measured_check_compares_with_peak_memory() -> None:
         "memory": {"peak_rss_bytes": GIB // 2},
     }
     (row,) = measured_check([summary])
-    expected = fit(load_card("tiny-llama"), "float32", 120, 1, 0).needed
+    expected = fit_memory(load_card("tiny-llama"), "float32", 120, 1, 0).needed
     assert row["predicted_bytes"] == expected and row["error"] == expected / (GIB // 2) - 1
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.cells import cell_id, cell_identity, engine_label, expand, side_by_side
-from bench.config import load_profile, parse_profile
+from bench.profile.cells import cell_id, cell_identity, engine_label, expand, side_by_side
+from bench.profile.engine_specs import LlamaServerSpec
+from bench.profile.loading import load_profile, parse_profile
 from conftest import tiny_profile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +48,9 @@ def test_llamacpp_settings_sweep_as_lists_one_cell_each(write_profile) -> None:
     cells = expand(load_profile(path), path)
     engines = [c.engine for c in cells]
     assert len(cells) == 8
-    assert {(e["quantization"], e["threads"], e["kv_cache_type"]) for e in engines} == {
+    assert {(e.quantization, e.threads, e.kv_cache_type) for e in engines} == {
         (q, t, k) for q in ("Q4_K_M", "Q8_0") for t in (1, 2) for k in ("f16", "q8_0")}
-    assert "llamacpp/Q4_K_M/t1/kv-q8_0" in {engine_label(e) for e in engines}
+    assert "llamacpp/Q4_K_M/t1/kv-q8_0" in {engine_label(e.model_dump()) for e in engines}
 
 
 def test_existing_engines_keep_their_cell_ids() -> None:
@@ -103,17 +104,17 @@ def test_the_gguf_layout_is_transformers_own_for_every_card(tmp_path: Path) -> N
 
 
 def test_fit_knows_quantised_sizes_and_the_kv_cache_type() -> None:
-    from bench.fit import fit
     from bench.models import load_card
+    from bench.planning.memory_fit import fit_memory
 
     card = load_card("llama-3.2-1b")
-    bf16 = fit(card, "bfloat16", 4096, 1, 2**40)
-    q4 = fit(card, "bfloat16", 4096, 1, 2**40, quantization="Q4_K_M")
-    q8_kv = fit(card, "bfloat16", 4096, 1, 2**40, quantization="Q4_K_M", kv_cache_type="q8_0")
+    bf16 = fit_memory(card, "bfloat16", 4096, 1, 2**40)
+    q4 = fit_memory(card, "bfloat16", 4096, 1, 2**40, quantization="Q4_K_M")
+    q8_kv = fit_memory(card, "bfloat16", 4096, 1, 2**40, quantization="Q4_K_M", kv_cache_type="q8_0")
     assert q4.weights < bf16.weights / 3  # about 5 bits a weight against 16
     assert q4.kv_cache == bf16.kv_cache  # an f16 cache is a bf16 cache's size
     assert q8_kv.kv_cache == pytest.approx(bf16.kv_cache * 34 / 64)
-    exact = fit(card, "bfloat16", 4096, 1, 2**40, quantization="Q4_K_M", weight_bytes=807_000_000)
+    exact = fit_memory(card, "bfloat16", 4096, 1, 2**40, quantization="Q4_K_M", weight_bytes=807_000_000)
     assert exact.weights == 807_000_000
 
 
@@ -128,8 +129,8 @@ def test_fit_and_project_take_a_quantisation_on_the_command_line(tmp_path: Path)
 
 
 def test_the_roofline_of_a_quantised_model_reads_its_real_bytes() -> None:
+    from bench.measure.roofline import bounds, model_inputs
     from bench.models import load_card
-    from bench.roofline import bounds, model_inputs
 
     config = load_card("qwen2.5-7b").config
     bf16 = model_inputs(config, "bfloat16")
@@ -154,7 +155,7 @@ def test_llama_server_command_from_the_profile(tmp_path: Path, monkeypatch: pyte
     spec = {"kind": "llamacpp", "binary": str(binary), "parallel": 3, "cont_batching": True, "threads": 2,
             "n_ctx": 2048, "kv_cache_type": "q8_0", "flash_attn": "on", "use_mmap": False, "use_mlock": True,
             "numa": "distribute", "args": ["--seed", "1"]}
-    command = llama_server_command(spec, Path("/m/x.gguf"), 8123)
+    command = llama_server_command(LlamaServerSpec.model_validate(spec), Path("/m/x.gguf"), 8123)
     text = " ".join(command)
     assert command[0] == str(binary)
     for expected in ("--model /m/x.gguf", "--host 127.0.0.1", "--port 8123", "--parallel 3", "--cont-batching",
@@ -163,7 +164,7 @@ def test_llama_server_command_from_the_profile(tmp_path: Path, monkeypatch: pyte
                      "--seed 1"):
         assert expected in text
     monkeypatch.setenv("LOKAAL_BENCH_LLAMA_SERVER", str(binary))
-    assert llama_server_command({"kind": "llamacpp"}, Path("/m/x.gguf"), 1)[0] == str(binary)
+    assert llama_server_command(LlamaServerSpec(kind="llamacpp"), Path("/m/x.gguf"), 1)[0] == str(binary)
 
 
 def test_a_missing_llama_server_says_how_to_build_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -207,9 +208,9 @@ def test_the_cpu_gguf_profile_is_valid_and_estimated(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "estimated total" in done.stdout
     cells = expand(load_profile(REPO / "profiles" / "cpu-gguf.yaml"), REPO / "profiles" / "cpu-gguf.yaml")
-    kinds = {c.engine["kind"] for c in cells}
+    kinds = {c.engine.kind for c in cells}
     assert kinds == {"llamacpp", "transformers", "openai"}
-    assert {c.scenario["kind"] for c in cells} >= {"single-stream", "offline", "prefill-decode", "concurrency"}
-    quantised = {(c.model["card"], c.engine.get("quantization")) for c in cells if c.engine["kind"] == "llamacpp"}
+    assert {c.scenario.kind for c in cells} >= {"single-stream", "offline", "prefill-decode", "concurrency"}
+    quantised = {(c.model.card, c.engine.quantization) for c in cells if c.engine.kind == "llamacpp"}
     assert {("llama-3.2-1b", "Q4_K_M"), ("llama-3.2-1b", "Q8_0"), ("llama-3.2-3b", "Q4_K_M"),
             ("llama-3.2-3b", "Q8_0"), ("qwen2.5-7b", "Q4_K_M")} <= quantised

@@ -30,11 +30,12 @@ DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=
 def _engine(device: str) -> tuple[Any, Any]:
     from bench.engines.transformers_engine import TransformersEngine
     from bench.models import resolve_model
+    from bench.profile.engine_specs import TransformersEngineSpec
 
     dtype = "bfloat16" if device == "cuda" else "float32"
     model = resolve_model(card="tiny-llama", path=None, dtype=dtype, seed=0, cache_dir=None)
-    engine = TransformersEngine({"kind": "transformers", "device": device, "dtype": dtype, "threads": 1},
-                                str(model.path), {})
+    settings = TransformersEngineSpec(kind="transformers", device=device, dtype=dtype, threads=1)
+    engine = TransformersEngine(settings, str(model.path), {})
     engine.load()
     return engine, model
 
@@ -98,7 +99,7 @@ def test_nvml_reads_memory_power_clocks_and_a_rising_energy_counter() -> None:
 @pytest.mark.gpu
 @NEEDS_CUDA
 def test_the_inventory_has_the_gpu_facts() -> None:
-    from bench.environment import gpu_info
+    from bench.run.environment import gpu_info
 
     info = gpu_info()
     assert info["available"] and info["count"] >= 1, info["reason"]
@@ -113,7 +114,7 @@ def test_the_inventory_has_the_gpu_facts() -> None:
 @NEEDS_CUDA
 def test_gpu_probes_stay_below_the_published_limits() -> None:
     from bench.acceptance.checks import published
-    from bench.probes import gpu_probes
+    from bench.run.probes import gpu_probes
 
     gpu = gpu_probes(quick=True)[0]
     assert gpu["memory_bandwidth_gb_s"] > 0 and gpu["h2d_gb_s"] > 0 and gpu["d2h_gb_s"] > 0

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.history import collect
+from bench.readers.history import collect
 
 DATA = Path(__file__).parent / "data"
 NIGHTS = [DATA / "nightly-1", DATA / "nightly-2", DATA / "nightly-3-contended"]

@@ -5,8 +5,28 @@ from __future__ import annotations
 import subprocess
 import sys
 
-LIGHT = ["bench", "bench.cli", "bench.config", "bench.cells", "bench.metrics", "bench.records", "bench.resultset",
-         "bench.runner", "bench.display", "bench.models", "bench.environment", "bench.telemetry", "bench.netguard"]
+LIGHT = [
+    "bench",
+    "bench.cli",
+    "bench.profile.spec",
+    "bench.profile.cells",
+    "bench.measure.metrics",
+    "bench.results.records",
+    "bench.results.resultset",
+    "bench.run.runner",
+    "bench.run.display",
+    "bench.models",
+    "bench.run.environment",
+    "bench.telemetry",
+    "bench.netguard",
+    "bench.readers.printing",
+    "bench.run.commands",
+    "bench.run.machine_commands",
+    "bench.run.environment_view",
+    "bench.readers.commands",
+    "bench.planning.commands",
+    "bench.results.commands",
+]
 
 
 def test_light_modules_import_no_heavy_libraries() -> None:
@@ -22,3 +42,14 @@ def test_cli_help_and_version() -> None:
     assert done.returncode == 0 and "validate" in done.stdout and "models" in done.stdout
     done = subprocess.run([sys.executable, "-m", "bench", "--version"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("lokaal-bench ")
+
+
+def test_every_verb_dispatches_to_a_function() -> None:
+    """cli.py names each verb's function as "module:function": each must exist."""
+    import argparse
+
+    from bench.cli import _resolve, build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for name, parser in verbs.choices.items():
+        assert callable(_resolve(parser.get_default("handler"))), name

@@ -97,3 +97,40 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2 and "not a result set" in done.stderr and "Traceback" not in done.stderr
     done = cli("sign", str(tmp_path), "--key", str(tmp_path / "none.pem"))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_a_whitespace_only_edit_of_the_manifest_is_caught(result: Path) -> None:
+    manifest = result / "manifest.json"
+    sealed = json.loads(manifest.read_text())["integrity"]
+    assert len(sealed["manifest_bytes_sha256"]) == 64 and len(sealed["manifest_sha256"]) == 64
+    manifest.write_bytes(manifest.read_bytes().replace(b'{\n  "schema_version"', b'{\n   "schema_version"', 1))
+    assert json.loads(manifest.read_text())["integrity"] == sealed  # the same JSON, other bytes
+    done = cli("verify", str(result))
+    assert done.returncode == 1 and "changed: manifest.json" in done.stdout, done.stdout
+
+
+def test_an_added_empty_directory_is_caught(result: Path) -> None:
+    (result / "cells" / "planted" / "deeper").mkdir(parents=True)
+    done = cli("verify", str(result))
+    assert done.returncode == 1 and "added: cells/planted/ (an empty directory)" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("old", ["tests/data/nightly-1", "results/examples/quickstart-2core-epyc-vm"])
+def test_old_seals_still_verify_and_upgrade_to_byte_seals(old: str, tmp_path: Path) -> None:
+    source = Path(__file__).resolve().parent.parent / old
+    done = cli("verify", str(source))
+    assert done.returncode == 0 and "sealed before byte seals" in done.stdout, done.stdout
+    copy = tmp_path / "old"
+    shutil.copytree(source, copy)
+    manifest = copy / "manifest.json"
+    content = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(content, indent=4) + "\n")  # only whitespace: the old seal cannot tell
+    assert cli("verify", str(copy)).returncode == 0
+    done = cli("verify", "--upgrade-seal", str(copy))
+    assert done.returncode == 0 and "re-sealed" in done.stdout and "sealed before" not in done.stdout, done.stdout
+    upgraded = json.loads(manifest.read_text())
+    assert {k: v for k, v in upgraded.items() if k != "integrity"} == \
+        {k: v for k, v in content.items() if k != "integrity"}  # the content is what it was
+    manifest.write_bytes(manifest.read_bytes().replace(b"\n", b"\n ", 1))
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "changed: manifest.json" in done.stdout  # from now on every byte counts

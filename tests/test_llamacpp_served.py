@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
+from bench.results.records import read_records
 from conftest import optional_engine, run_bench, tiny_profile
 
 pytestmark = optional_engine("llamacpp", ("llama_cpp", "gguf"), "pip install -e '.[llamacpp]'; see docs/llamacpp.md")

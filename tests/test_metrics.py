@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.metrics import distribution, percentile, short_outputs, summarise
-from bench.records import RequestRecord
+from bench.measure.metrics import headline_metrics, short_outputs
+from bench.measure.stats import distribution, percentile
+from bench.results.records import RequestRecord
 
 
 def rec(rid, rep, batch, submit, times, n_in=10, expected=None, error=None, batch_size=1):
@@ -39,7 +40,7 @@ def test_single_stream_metrics_by_hand() -> None:
         rec(1, 0, 1, 11.0, [11.3, 11.4, 11.5, 11.6]),      # ttft 0.3, itl 0.1 x3, e2e 0.6
         rec(0, 1, 0, 20.0, [20.4, 20.6]),                  # ttft 0.4, itl 0.2, e2e 0.6
     ]
-    m = summarise(records)
+    m = headline_metrics(records)
     assert m["ttft"]["n"] == 3 and m["ttft"]["mean"] == pytest.approx((0.5 + 0.3 + 0.4) / 3)
     assert m["ttft"]["p50"] == pytest.approx(0.4)
     assert m["itl"]["n"] == 6 and m["itl"]["mean"] == pytest.approx((0.2 * 3 + 0.1 * 3) / 6)
@@ -63,7 +64,7 @@ def test_batch_counts_once_for_phase_rates() -> None:
     # two rows of one batch share step times; prompt tokens 10 + 20 over one prefill of 0.5 s
     records = [rec(0, 0, 0, 0.0, [0.5, 0.6, 0.7], n_in=10, batch_size=2),
                rec(1, 0, 0, 0.0, [0.5, 0.6, 0.7], n_in=20, batch_size=2)]
-    m = summarise(records)
+    m = headline_metrics(records)
     assert m["prefill_tok_s"]["value"] == pytest.approx(30 / 0.5)
     assert m["decode_tok_s"]["value"] == pytest.approx(4 / 0.2)
     assert m["output_tok_s"]["value"] == pytest.approx(6 / 0.7)
@@ -72,7 +73,7 @@ def test_batch_counts_once_for_phase_rates() -> None:
 def test_failures_are_counted_not_dropped() -> None:
     records = [rec(0, 0, 0, 0.0, [0.1, 0.2]), rec(1, 0, 1, 0.2, [], error="boom"),
                rec(2, 0, 2, 0.3, [0.4], error="boom")]
-    m = summarise(records)
+    m = headline_metrics(records)
     assert m["requests"]["failed"] == 2 and m["requests"]["errors"] == {"boom": 2}
     assert m["error_rate"]["value"] == pytest.approx(2 / 3)
     assert m["ttft"]["n"] == 1  # latency over successful requests only
@@ -85,7 +86,7 @@ def test_short_outputs_are_found() -> None:
 
 
 def test_decode_rate_counts_only_tokens_inside_the_window_when_rows_overlap() -> None:
-    from bench.metrics import phase_rates
+    from bench.measure.metrics import phase_rates
 
     def row(rid: int, times: list[float]) -> RequestRecord:
         return RequestRecord(request_id=rid, repetition=0, batch_index=0, batch_size=2, input_tokens=10,

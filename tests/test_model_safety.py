@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import parse_profile
 from bench.errors import ProfileError
 from bench.models.remote_code import UnpinnedCodeError, code_files, verify_code_pins
+from bench.profile.loading import parse_profile
 from conftest import tiny_profile
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from bench import capacity
 from bench.errors import BenchError
-from bench.plan import compare_slo, parse_slo, plan
-from bench.power import catalogue_entry, measured
-from bench.records import read_records
-from bench.resultset import ResultSet
+from bench.measure import capacity_search as capacity
+from bench.planning.capacity_plan import compare_slo, parse_slo, plan
+from bench.planning.power import catalogue_entry, measured
+from bench.profile.run_settings import SLOSpec
+from bench.results.records import read_records
+from bench.results.resultset import ResultSet
 from conftest import CAPACITY_SLOTS
 
 EPYC_9654 = "AMD EPYC 9654 96-Core Processor"
@@ -66,7 +67,8 @@ def test_nodes_and_headroom_from_a_concurrency_search(capacity_result_set: Path)
 def test_a_rate_search_gives_users_by_littles_law_from_the_raw_records(capacity_result_set: Path) -> None:
     cell = cells(capacity_result_set)["rate"]
     records = read_records(ResultSet(capacity_result_set).cell_dir(cell["cell_id"]) / "records.jsonl.gz")
-    met = [p for p in capacity.probes(records, cell["config"]["scenario"]["slo"]) if p["verdict"] == "MET"]
+    objectives = SLOSpec.model_validate(cell["config"]["scenario"]["slo"])
+    met = [p for p in capacity.probes(records, objectives) if p["verdict"] == "MET"]
     best = max(met, key=lambda p: p["load"])
     users = best["load"] * best["mean_e2e_s"]  # requests/s x mean time in the system
     assert 1 < users < CAPACITY_SLOTS  # below the slots: constant arrivals at the best rate never queue
@@ -139,7 +141,7 @@ def test_cli_formats_and_errors(two_kinds: Path) -> None:
     done = cli("plan", str(two_kinds), "--model", "TINY LLAMA (SYNTHETIC)", "--users", "10", "--slo", "ttft_p90<=50ms",
                "--format", "json")
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)
+    rows = json.loads(done.stdout)["rows"]  # the rows of the JSON envelope (docs/output-formats.md)
     assert len(rows) == 4 and {r["nodes"] for r in rows if r["search"] == "concurrency"} == {3}
     done = cli("plan", str(two_kinds), "--model", "tiny-llama", "--users", "10", "--slo", "ttft_p90<=50ms",
                "--format", "markdown")
@@ -153,7 +155,7 @@ def test_cli_formats_and_errors(two_kinds: Path) -> None:
 
 
 def test_report_shows_capacity_per_node_and_a_labelled_projection(capacity_result_set: Path) -> None:
-    from bench.report import render_report
+    from bench.readers.report import render_report
 
     calibration = Path(__file__).parent / "data" / "calibration-cpu"
     text = render_report([capacity_result_set, calibration])
@@ -166,7 +168,7 @@ def test_report_shows_capacity_per_node_and_a_labelled_projection(capacity_resul
 
 
 def test_project_plot_marks_projections(tmp_path: Path) -> None:
-    from bench.project import calibration_samples, catalogue_limits, size_points
+    from bench.planning.projection import calibration_samples, catalogue_limits, size_points
 
     calibration = Path(__file__).parent / "data" / "calibration-cpu"
     samples = calibration_samples([calibration])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench.records import read_records
-from bench.resultset import ResultSet, validate
+from bench.results.records import read_records
+from bench.results.resultset import ResultSet, validate
 from conftest import calibration_endpoint, tiny_profile
 
 pytestmark = pytest.mark.slow
@@ -80,7 +80,7 @@ def test_by_default_no_text_reaches_the_result_set(tmp_path: Path, endpoint: str
         assert SECRET not in text, f"the API key in {name}"
     manifest = ResultSet(result).read_manifest()
     validate(manifest, "manifest")
-    assert manifest["privacy"] == {"store_text": False} and manifest["schema_version"] == 2
+    assert manifest["privacy"] == {"store_text": False} and manifest["schema_version"] == 3
     for label, records in records_of(result).items():
         # one warm-up request, and at least the 10 measured requests p90 needs (the profile asked for 2)
         assert sum(r.warmup for r in records) == 1 and len(records) - 1 >= 10, label

@@ -6,7 +6,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.models import load_card
-from bench.project import (
+from bench.planning.projection import (
     Sample,
     StepModel,
     catalogue,

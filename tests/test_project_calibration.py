@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.measure.roofline import hardware_limits
 from bench.models import load_card
-from bench.project import calibration_samples, held_out_errors, project, step_model
-from bench.resultset import ResultSet
-from bench.roofline import hardware_limits
+from bench.planning.projection import calibration_samples, held_out_errors, project, step_model
+from bench.results.resultset import ResultSet
 
 DATA = Path(__file__).parent / "data" / "calibration-cpu"
 

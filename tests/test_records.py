@@ -6,7 +6,7 @@ import gzip
 import json
 from pathlib import Path
 
-from bench.records import RequestRecord, read_records, write_records
+from bench.results.records import RequestRecord, read_records, write_records
 
 
 def test_round_trip_and_newer_fields(tmp_path: Path) -> None:

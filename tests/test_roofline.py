@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.probes import run_probes
-from bench.roofline import for_cell, hardware_limits
+from bench.measure.roofline import for_cell, hardware_limits
+from bench.run.probes import run_probes
 
 PROBES = {"host_memory": {"read_gb_s": 20.0}, "host_matmul": {"float32_tflops": 0.1},
           "gpus": [{"memory_bandwidth_gb_s": 4000.0, "matmul": {"bfloat16_tflops": 700.0}}]}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
-from bench.resultset import ResultSet, validate
+from bench.results.records import read_records
+from bench.results.resultset import ResultSet, validate
 from conftest import loopback_only, tiny_profile
 
 pytestmark = pytest.mark.slow
@@ -221,7 +221,7 @@ def test_ctrl_c_stops_the_cell_and_keeps_the_result_set(write_profile, tmp_path:
     assert "--resume" in stdout
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
-    leftover = subprocess.run(["pgrep", "-f", f"bench.cell {spec}"], capture_output=True, text=True)
+    leftover = subprocess.run(["pgrep", "-f", f"bench.run.cell_process {spec}"], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "the cell process outlived the interrupted run"
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.config import parse_profile
 from bench.errors import ProfileError
-from bench.records import read_records
+from bench.profile.loading import parse_profile
+from bench.results.records import read_records
 from bench.scenarios.served import arrival_times
 from bench.serving.calibrate import start_server
 from conftest import calibration_endpoint, tiny_profile

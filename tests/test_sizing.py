@@ -1,4 +1,4 @@
-"""The measurement plan (bench/sizing.py): floors of time and count from the profile and the rules,
+"""The measurement plan (bench/measure/sizing.py): floors of time and count from the profile and the rules,
 auto repetitions and their precision, the time estimate; and the request streams that a longer run
 continues, so the first requests are the same on every machine."""
 
@@ -11,13 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 from scipy import stats
 
-from bench import slo
-from bench.cells import expand
-from bench.config import load_profile
-from bench.scenarios.served import arrival_stream, arrival_times
-from bench.sizing import (
+from bench.measure import slo
+from bench.measure.sizing import (
     RepetitionPlan,
     estimate_run,
     plan_measurement,
@@ -26,38 +24,48 @@ from bench.sizing import (
     sizing_summary,
     steady,
 )
-from bench.workloads import TokenSpace, file_requests, request_stream, synthetic_requests
+from bench.profile.cells import expand
+from bench.profile.loading import load_profile
+from bench.profile.points import ScenarioPoint
+from bench.profile.run_settings import RunSettings
+from bench.profile.workload_specs import WorkloadSpec
+from bench.profile.workloads import TokenSpace, file_requests, request_stream, synthetic_requests
+from bench.scenarios.served import arrival_stream, arrival_times
 from conftest import REPO
 
 SINGLE = {"kind": "single-stream", "requests": 4, "batch_size": 1}
 
 
+def plan_of(run: dict, point: dict):  # the typed settings and point a cell carries, from plain data
+    return plan_measurement(RunSettings.model_validate(run), TypeAdapter(ScenarioPoint).validate_python(point))
+
+
 def test_nightly_floors_apply_without_the_profile_saying_so() -> None:
-    plan = plan_measurement({"repetitions": 3, "rules": "nightly"}, SINGLE)
+    plan = plan_of({"repetitions": 3, "rules": "nightly"}, SINGLE)
     assert plan.min_duration_s == 1.0 and plan.min_duration_per_repetition_s == pytest.approx(1 / 3)
     assert plan.min_requests_per_repetition == 4  # 10 samples for p90 over 3 repetitions: the profile's 4 suffice
     assert "nightly rules" in plan.why["min_duration_s"]
-    one = plan_measurement({"repetitions": 1, "rules": "nightly"}, SINGLE)
+    one = plan_of({"repetitions": 1, "rules": "nightly"}, SINGLE)
     assert one.min_requests_per_repetition == 10 and "10 samples for p90" in one.why["min_requests_per_repetition"]
 
 
 def test_procurement_needs_600_s_and_p99_samples_spread_over_repetitions() -> None:
-    plan = plan_measurement({"repetitions": "auto", "rules": "procurement"}, SINGLE)
+    plan = plan_of({"repetitions": "auto", "rules": "procurement"}, SINGLE)
     assert plan.repetitions == RepetitionPlan("auto", 3, 10, 0.02)
     assert plan.min_duration_s == 600 and plan.min_duration_per_repetition_s == 200
     assert plan.min_requests_per_repetition == 334  # ceil(1000 / 3)
     assert plan.minimum_measured_s() == 600
     # a profile asking for less than the rules is overruled, and the record says so
-    lower = plan_measurement({"repetitions": 3, "rules": "procurement", "min_duration_s": 60}, SINGLE)
+    lower = plan_of({"repetitions": 3, "rules": "procurement", "min_duration_s": 60}, SINGLE)
     assert lower.min_duration_s == 600 and "above run.min_duration_s 60 s" in lower.why["min_duration_s"]
-    higher = plan_measurement({"repetitions": 3, "rules": "procurement", "min_duration_s": 900}, SINGLE)
+    higher = plan_of({"repetitions": 3, "rules": "procurement", "min_duration_s": 900}, SINGLE)
     assert higher.min_duration_s == 900 and higher.why["min_duration_s"] == "run.min_duration_s 900 s"
 
 
 def test_counts_round_up_to_whole_batches_and_runs() -> None:
-    offline = plan_measurement({"repetitions": 1}, {"kind": "offline", "batch_size": 8, "requests": 8})
+    offline = plan_of({"repetitions": 1}, {"kind": "offline", "batch_size": 8, "requests": 8})
     assert offline.min_requests_per_repetition == 16  # 10 samples -> two batches of 8
-    runs = plan_measurement({"repetitions": 1}, {"kind": "prefill-decode", "batch_size": 4, "requests": 1,
+    runs = plan_of({"repetitions": 1}, {"kind": "prefill-decode", "batch_size": 4, "requests": 1,
                                                  "depth": 0, "prompt_tokens": 8, "gen_tokens": 4})
     assert runs.min_requests_per_repetition == 12  # three runs of 4 rows
 
@@ -65,16 +73,16 @@ def test_counts_round_up_to_whole_batches_and_runs() -> None:
 def test_a_capacity_probe_measures_the_whole_floor() -> None:
     point = {"kind": "capacity", "search": "rate", "start": 1, "max": 8, "steps": 1,
              "slo": {"percentile": 90, "ttft_s": 1}}
-    plan = plan_measurement({"repetitions": 3, "min_duration_s": 5}, point)
+    plan = plan_of({"repetitions": 3, "min_duration_s": 5}, point)
     assert plan.repetitions.maximum == 1 and plan.min_duration_per_repetition_s == 5
     assert plan.min_requests_per_repetition == slo.min_requests(90) > 10  # 10 beyond p90 for the SLO
 
 
 def test_the_cell_timeout_follows_from_the_plan_unless_set() -> None:
-    derived = plan_measurement({"repetitions": "auto", "rules": "procurement"}, SINGLE)
+    derived = plan_of({"repetitions": "auto", "rules": "procurement"}, SINGLE)
     assert derived.cell_timeout_s == 1800 + 2 * 10 * 200
     assert "start-up allowance" in derived.why["cell_timeout_s"]
-    given = plan_measurement({"repetitions": "auto", "cell_timeout_s": 99}, SINGLE)
+    given = plan_of({"repetitions": "auto", "cell_timeout_s": 99}, SINGLE)
     assert given.cell_timeout_s == 99 and given.why["cell_timeout_s"] == "run.cell_timeout_s"
 
 
@@ -99,8 +107,8 @@ def test_warm_up_is_steady_when_two_batches_agree() -> None:
 
 def test_a_longer_stream_begins_with_the_same_requests() -> None:
     space = TokenSpace(512, frozenset({0}))
-    workload = {"seed": 7, "input_tokens": {"dist": "uniform", "min": 4, "max": 40},
-                "output_tokens": {"dist": "fixed", "value": 5}, "shared_prefix_tokens": 2}
+    workload = WorkloadSpec(name="w", seed=7, input_tokens={"dist": "uniform", "min": 4, "max": 40},
+                            output_tokens={"dist": "fixed", "value": 5}, shared_prefix_tokens=2)
     long = list(itertools.islice(request_stream(workload, space, stream=2), 200))
     assert long[:30] == synthetic_requests(workload, 30, space, stream=2)
     assert [r.index for r in long] == list(range(200))
@@ -111,7 +119,7 @@ def test_a_longer_stream_begins_with_the_same_requests() -> None:
 def test_a_prompt_file_stream_keeps_its_cycle_from_the_minimum_count(tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(f'{{"prompt": "text {i}"}}\n' for i in range(7)))
-    workload = {"seed": 1, "prompts_file": str(prompts), "output_tokens": {"dist": "fixed", "value": 3}}
+    workload = WorkloadSpec(name="w", seed=1, prompts_file=str(prompts), output_tokens={"dist": "fixed", "value": 3})
 
     def encode(text: str) -> list[int]:
         return [ord(c) for c in text]
@@ -123,7 +131,7 @@ def test_a_prompt_file_stream_keeps_its_cycle_from_the_minimum_count(tmp_path: P
 
 
 def test_the_sizing_summary_reports_the_precision_from_the_measured_repetitions() -> None:
-    plan = plan_measurement({"repetitions": "auto"}, SINGLE)
+    plan = plan_of({"repetitions": "auto"}, SINGLE)
     report = {"plan": plan.to_json(), "repetitions_done": 4, "warmup": {"batches": 2, "steady": True},
               "per_repetition": [{"requests": 9, "seconds": 0.5, "bound": "duration"}]}
     metrics = {"output_tok_s": {"per_repetition": [100.0, 101.0, 99.0, 100.0]}}
@@ -147,8 +155,8 @@ def test_the_shipped_profiles_keep_their_cell_ids_and_estimate_their_time() -> N
                                         "tests/data/calibration-cpu"])
 def test_the_committed_result_sets_profiles_still_expand_to_their_cell_ids(result_set: str) -> None:
     """Nightly history survives: the profile stored in an old result set expands to the same cells today."""
-    from bench.config import profile_from_text
-    from bench.resultset import ResultSet
+    from bench.profile.loading import profile_from_text
+    from bench.results.resultset import ResultSet
 
     manifest = ResultSet(REPO / result_set).read_manifest()
     anchor = REPO / result_set / "profile.yaml"  # relative paths in these profiles resolve beside the set

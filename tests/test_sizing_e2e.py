@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench.records import read_records
+from bench.results.records import read_records
 from conftest import calibration_endpoint, tiny_profile
 
 TRACE = Path(__file__).parent / "data" / "trace.jsonl"

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from bench.stats import MIN_SAMPLES, compare_samples, estimate
+from bench.measure.stats import MIN_SAMPLES, compare_samples, estimate
 
 
 def test_estimate_interval_brackets_the_median_and_is_seeded() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.telemetry import TelemetryRecorder, summarise
+from bench.telemetry import TelemetryRecorder, summarise_telemetry
 from bench.telemetry.host import HostSampler
 
 MiB = 2**20
@@ -88,7 +88,7 @@ def test_recorder_records_and_summarises_a_window(busy_child: tuple[subprocess.P
     json.dumps(samples)
 
     mid = (t0 + 0.2, t1 - 0.2)
-    summary = summarise(samples, mid)
+    summary = summarise_telemetry(samples, mid)
     inside = [s for s in samples if mid[0] <= s["t"] <= mid[1]]
     assert summary["n_samples"] == len(inside) > 0
     assert summary["window"] == [mid[0], mid[1]]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bench.telemetry import NvidiaSampler, TelemetryRecorder, summarise, telemetry_sources
+from bench.telemetry import NvidiaSampler, TelemetryRecorder, summarise_telemetry, telemetry_sources
 from bench.telemetry.nvidia import decode_clock_reasons
 from fake_nvml import FakeGpu, make_fake_nvml
 
@@ -120,7 +120,7 @@ def test_summarise_gpu_energy_counter_and_power_integral() -> None:
     samples = [{"t": t, "host": None, "rapl": [],
                 "gpus": [_gpu(0, e, p0, r, mem=int(t * 10)), _gpu(1, None, p1, [], mem=1)]}
                for t, e, p0, p1, r in rows]
-    s = summarise(samples, (0.5, 2.5))
+    s = summarise_telemetry(samples, (0.5, 2.5))
     by_gpu = {i["index"]: i for i in s["energy"]["items"]}
     assert by_gpu[0]["source"] == "nvml_energy_counter"
     assert by_gpu[0]["joules"] == pytest.approx(300.0)
@@ -141,19 +141,19 @@ def test_summarise_gpu_energy_counter_and_power_integral() -> None:
     assert g0["clock_event_reasons"] == ["hw_slowdown", "sw_power_cap"]
     assert s["clock_event_reasons"] == ["hw_slowdown", "sw_power_cap"]
     # Whole record: 400 J from the counter; GPU 1 trapezoids 200 + 300 + 400 = 900 J.
-    whole = summarise(samples)
+    whole = summarise_telemetry(samples)
     assert {i["index"]: i["joules"] for i in whole["energy"]["items"]} == pytest.approx({0: 400.0, 1: 900.0})
 
 
 def test_summarise_counter_reset_and_window_outside_samples() -> None:
     samples = [{"t": t, "gpus": [_gpu(0, e, 100.0, [], 0)]} for t, e in
                [(10.0, 5_000), (11.0, 6_000), (12.0, 500), (13.0, 1_500)]]  # driver reload at t=12
-    s = summarise(samples, (0.0, 100.0))
+    s = summarise_telemetry(samples, (0.0, 100.0))
     item = s["energy"]["items"][0]
     assert item["joules"] == pytest.approx(1.0 + 0.0 + 1.0)
     assert item["covered_s"] == pytest.approx(3.0)
     assert s["n_samples"] == 4
-    empty = summarise(samples, (20.0, 30.0))
+    empty = summarise_telemetry(samples, (20.0, 30.0))
     assert empty["n_samples"] == 0 and empty["energy"]["items"] == []
     assert empty["host"]["proc_rss_peak_bytes"] is None
 

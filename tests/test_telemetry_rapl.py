@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.telemetry import TelemetryRecorder, summarise, telemetry_sources
+from bench.telemetry import TelemetryRecorder, summarise_telemetry, telemetry_sources
 from bench.telemetry.rapl import RaplReader, rapl_delta_uj
 
 RANGE = 1_000_000  # a small max_energy_range_uj so the test can wrap it
@@ -97,7 +97,7 @@ def test_summarise_rapl_from_raw_counters_with_wraparound() -> None:
                                         _rapl("intel-rapl:0:0", "core", c)]}
                for t, p, d, c in [(0, 900_000, 950_000, 0), (1, 100_000, 50_000, 10),
                                   (2, 300_000, 150_000, 20), (3, 500_000, 250_000, 30)]]
-    s = summarise(samples, (0.5, 2.5))
+    s = summarise_telemetry(samples, (0.5, 2.5))
     items = {i["zone"]: i for i in s["energy"]["items"]}
     assert items["intel-rapl:0"]["joules"] == pytest.approx(0.4)
     assert items["intel-rapl:0:1"]["joules"] == pytest.approx(0.2)
@@ -115,7 +115,7 @@ def test_summarise_prefers_unwrapped_cumulative_counter() -> None:
     # (unwrapped by the reader at full rate) is then the only correct figure.
     samples = [{"t": 0.0, "rapl": [_rapl("intel-rapl:0", "package-0", 500_000, cum=0)]},
                {"t": 10.0, "rapl": [_rapl("intel-rapl:0", "package-0", 400_000, cum=3 * RANGE - 100_000)]}]
-    s = summarise(samples, None)
+    s = summarise_telemetry(samples, None)
     assert s["energy"]["cpu_j"] == pytest.approx((3 * RANGE - 100_000) / 1e6)
 
 

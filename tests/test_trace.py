@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
-from bench.trace import load_trace
+from bench.profile.trace_file import load_trace
+from bench.results.records import read_records
 from conftest import calibration_endpoint, tiny_profile
 
 TRACE = Path(__file__).parent / "data" / "trace.jsonl"

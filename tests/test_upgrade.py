@@ -16,14 +16,14 @@ import pytest
 
 import bench
 from bench.errors import ResultSetError
-from bench.records import read_records
-from bench.reproduce import agreement
-from bench.resultset import SCHEMA_VERSION, ResultSet, validate
-from bench.upgrade import UPGRADED_FROM, upgrade_cell_summary, upgrade_manifest
+from bench.readers.rerun import agreement
+from bench.results.records import read_records
+from bench.results.resultset import SCHEMA_VERSION, ResultSet, validate
+from bench.results.upgrade import UPGRADED_FROM, upgrade_cell_summary, upgrade_manifest
 
 DATA = Path(__file__).parent / "data"
 OLD = DATA / "nightly-1"
-NOTE = "written with result-set schema v1, upgraded to v2 on read (files unchanged)"
+NOTE = "written with result-set schema v1, upgraded to v3 on read (files unchanged)"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -36,7 +36,7 @@ def fingerprint(root: Path) -> dict[str, str]:
 
 
 def test_the_committed_sets_are_the_old_version() -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     for name in ("nightly-1", "nightly-2", "nightly-3-contended", "calibration-cpu"):
         manifest = json.loads((DATA / name / "manifest.json").read_text())
         assert manifest["schema_version"] == 1 and "privacy" not in manifest
@@ -47,9 +47,9 @@ def test_upgrade_manifest_v1_to_v2_in_memory() -> None:
     before = json.dumps(original, sort_keys=True)
     upgraded = upgrade_manifest(original)
     assert json.dumps(original, sort_keys=True) == before  # the document read stays as it was
-    assert upgraded["schema_version"] == 2 and upgraded[UPGRADED_FROM] == 1
+    assert upgraded["schema_version"] == 3 and upgraded[UPGRADED_FROM] == 1
     assert upgraded["privacy"] == {"store_text": False}  # v1 never stored text
-    validate({k: v for k, v in upgraded.items() if k != UPGRADED_FROM}, "manifest")  # the v2 shape, exactly
+    validate({k: v for k, v in upgraded.items() if k != UPGRADED_FROM}, "manifest")  # the current shape, exactly
     current = {k: v for k, v in upgraded.items() if k != UPGRADED_FROM}
     assert upgrade_manifest(current) is current  # nothing to do for the current version
 
@@ -60,7 +60,7 @@ def test_cell_summaries_go_through_the_same_path() -> None:
         raw = json.loads((OLD / entry["dir"] / "cell.json").read_text())
         assert raw["schema_version"] == 1
         summary = result_set.read_cell_summary(entry["id"])
-        assert summary["schema_version"] == 2 and summary[UPGRADED_FROM] == 1
+        assert summary["schema_version"] == 3 and summary[UPGRADED_FROM] == 1
         assert summary["responses_sha256"] is None  # v1 kept no response hashes
         validate({k: v for k, v in summary.items() if k != UPGRADED_FROM}, "cell")
     with pytest.raises(ResultSetError, match="schema_version 7 is newer than this lokaal-bench understands"):
@@ -70,7 +70,7 @@ def test_cell_summaries_go_through_the_same_path() -> None:
 def test_every_reader_loads_the_old_set_and_says_it_was_upgraded(tmp_path: Path) -> None:
     before = fingerprint(OLD)
     manifest = ResultSet(OLD).read_manifest()
-    assert manifest["schema_version"] == 2 and manifest[UPGRADED_FROM] == 1
+    assert manifest["schema_version"] == 3 and manifest[UPGRADED_FROM] == 1
     # old records load too: the fields added since (text, response hashes) are None
     records = list(read_records(OLD / manifest["cells"][0]["dir"] / "records.jsonl.gz"))
     assert records and all(r.response_sha256 is None and r.prompt_text is None for r in records)
@@ -103,7 +103,7 @@ def test_writing_an_upgraded_manifest_drops_the_in_memory_note(tmp_path: Path) -
     result_set = ResultSet(copy)
     result_set.write_manifest(result_set.read_manifest())  # what a resume does
     written = json.loads((copy / "manifest.json").read_text())
-    assert written["schema_version"] == 2 and UPGRADED_FROM not in written
+    assert written["schema_version"] == 3 and UPGRADED_FROM not in written
     assert written["privacy"] == {"store_text": False}
     assert UPGRADED_FROM not in ResultSet(copy).read_manifest()
 
@@ -113,8 +113,8 @@ def test_a_newer_version_is_still_refused_by_every_reader(tmp_path: Path) -> Non
     shutil.copytree(OLD, future)
     manifest = json.loads((future / "manifest.json").read_text())
     (future / "manifest.json").write_text(json.dumps({**manifest, "schema_version": 99}))
-    words = "schema_version 99 is newer than this lokaal-bench understands (2); upgrade lokaal-bench to read it"
-    with pytest.raises(ResultSetError, match=r"newer than this lokaal-bench understands \(2\)"):
+    words = "schema_version 99 is newer than this lokaal-bench understands (3); upgrade lokaal-bench to read it"
+    with pytest.raises(ResultSetError, match=r"newer than this lokaal-bench understands \(3\)"):
         bench.load(future)
     for args in (("table", str(future)), ("compare", str(future), str(OLD)),
                  ("report", str(future), "-o", str(tmp_path / "r.html"))):

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from bench.validity import RULES, judge, required_samples
+from bench.measure.validity import RULES, judge, required_samples
 
 
 def clean_summary(n: int = 1200, reps: tuple[float, ...] = (100.0, 101.0, 99.0), duration: float = 900.0) -> dict:

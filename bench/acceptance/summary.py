@@ -41,7 +41,7 @@ def _gib(value: Any) -> str:
 def cell_row(summary: dict[str, Any]) -> dict[str, Any]:
     """The figures of one cell that the page shows (and summary.json keeps)."""
     from bench.acceptance.checks import gpu_memory
-    from bench.metrics import peak_host_bytes
+    from bench.measure.metrics import peak_host_bytes
 
     metrics = summary.get("metrics") or {}
     allocated, used = gpu_memory(summary)

@@ -4,9 +4,10 @@ timestamps; the load shape and all statistics live elsewhere (as in MLPerf LoadG
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from bench.workloads import TokenSpace
+from bench.profile.engine_specs import EngineSpec
+from bench.profile.workloads import Request, TokenSpace
 
 
 @dataclass
@@ -32,19 +33,18 @@ class BatchResult:
     output_token_ids: list[list[int]] | None = None
 
 
-class Engine(Protocol):
+class EngineBase(Protocol):
+    """What every engine does, in process or served."""
+
     def load(self) -> dict[str, Any]:
-        """Load the model once; return what was loaded and `load_s` (cold start is a metric)."""
+        """Load the model once (or reach the server); return what was loaded and `load_s` (cold start)."""
 
     def token_space(self) -> TokenSpace: ...
 
     def encode(self, text: str) -> list[int]: ...
 
-    def generate(self, prompts: list[list[int]], output_tokens: list[int]) -> BatchResult:
-        """Run one batch; every row must produce exactly its requested number of tokens."""
-
-    def prefill_decode(self, depth_ids: list[list[int]], prompts: list[list[int]], gen_tokens: int) -> BatchResult:
-        """Fill the KV cache with `depth_ids` untimed, then time the prompts' prefill and decoding."""
+    def decode(self, token_ids: list[int]) -> str | None:
+        """The text of token ids; None where the model directory has no tokenizer."""
 
     def memory(self) -> dict[str, Any]:
         """Peak accelerator memory seen by the engine itself, in bytes (empty on the CPU)."""
@@ -55,9 +55,38 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def create_engine(settings: dict[str, Any], model_path: str, model_info: dict[str, Any]) -> Engine:
+class Engine(EngineBase, Protocol):
+    """An engine in the cell's own process: it executes batches; the scenario shapes them."""
+
+    def generate(self, prompts: list[list[int]], output_tokens: list[int]) -> BatchResult:
+        """Run one batch; every row must produce exactly its requested number of tokens."""
+
+    def prefill_decode(self, depth_ids: list[list[int]], prompts: list[list[int]], gen_tokens: int) -> BatchResult:
+        """Fill the KV cache with `depth_ids` untimed, then time the prompts' prefill and decoding."""
+
+
+@runtime_checkable
+class ServedEngine(EngineBase, Protocol):
+    """A model behind an HTTP API: the engine knows where to send what; the served load shapes
+    (bench/scenarios/served.py) send it, over the streaming client (bench/serving/client.py)."""
+
+    api_key: str | None  # sent as a bearer token; never written anywhere
+    request_timeout_s: float
+
+    @property
+    def route(self) -> str:
+        """The path after an endpoint's prefix: /completions or /chat/completions."""
+
+    def address(self, index: int) -> tuple[str, int, str]:
+        """(host, port, path prefix) of the endpoint request `index` goes to (round robin)."""
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        """The request body for one request."""
+
+
+def create_engine(settings: EngineSpec, model_path: str, model_info: dict[str, Any]) -> Engine | ServedEngine:
     """Engines are imported by kind, so importing bench never imports torch, vLLM or llama.cpp."""
-    kind = settings["kind"]
+    kind = settings.kind
     if kind == "transformers":
         from bench.engines.transformers_engine import TransformersEngine
 

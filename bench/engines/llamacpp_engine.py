@@ -9,7 +9,7 @@ prefill_decode fills the KV cache to the depth untimed, then times the prompt an
 llama-bench does (pp N, tg M, at depth d). llama.cpp's own prompt and eval timers (llama_perf_context)
 are kept beside the wall clock for each batch.
 
-Settings (LlamaCppEngineSpec in bench/config.py): threads and batch threads, n_batch, n_ubatch,
+Settings (LlamaCppEngineSpec in bench/profile/engine_specs.py): threads and batch threads, n_batch, n_ubatch,
 flash attention, the KV-cache type, n_ctx, mmap/mlock (llama.cpp's load mode), NUMA, GPU layers
 (refused, with a reason, by a build without a GPU backend). llama-cpp-python is imported when the
 engine is made, never by `import bench`.
@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from bench.engines.base import BatchResult
-from bench.workloads import TokenSpace
+from bench.profile.engine_specs import LlamaCppEngineSpec
+from bench.profile.workloads import TokenSpace
 
 KV_TYPES = {"f32": "GGML_TYPE_F32", "f16": "GGML_TYPE_F16", "bf16": "GGML_TYPE_BF16", "q8_0": "GGML_TYPE_Q8_0",
             "q4_0": "GGML_TYPE_Q4_0"}
@@ -116,21 +117,23 @@ def _version() -> str | None:
 
 
 class LlamaCppEngine:
-    def __init__(self, settings: dict[str, Any], model_path: str, model_info: dict[str, Any]):
+    def __init__(self, settings: LlamaCppEngineSpec, model_path: str, model_info: dict[str, Any]):
         import llama_cpp
 
         self.lib = llama_cpp
-        self.settings = settings
+        self.settings = settings  # one engine variant: every sweepable setting holds one value
         self.model_path = model_path
         self.model_info = model_info
-        self.threads = resolve_threads(settings.get("threads", "auto"))
-        self.threads_batch = resolve_threads(settings.get("threads_batch") or self.threads)
-        self.n_ctx = int(settings.get("n_ctx", 4096))
-        self.n_batch = int(settings.get("n_batch", 2048))
-        self.n_ubatch = int(settings.get("n_ubatch", 512))
-        self.kv_type = str(settings.get("kv_cache_type", "f16")).lower()
-        self.flash_attn = flash_attn_mode(settings.get("flash_attn", "auto"))
-        self.n_gpu_layers = int(settings.get("n_gpu_layers", 0))
+        self.threads = resolve_threads(settings.threads)
+        self.threads_batch = resolve_threads(settings.threads_batch or self.threads)
+        self.n_ctx = int(settings.n_ctx)  # type: ignore[arg-type]
+        self.n_batch = int(settings.n_batch)  # type: ignore[arg-type]
+        self.n_ubatch = int(settings.n_ubatch)  # type: ignore[arg-type]
+        self.kv_type = str(settings.kv_cache_type).lower()
+        self.flash_attn = flash_attn_mode(settings.flash_attn)
+        self.n_gpu_layers = int(settings.n_gpu_layers)  # type: ignore[arg-type]
+        self.use_mmap, self.use_mlock = bool(settings.use_mmap), bool(settings.use_mlock)
+        self.numa = str(settings.numa)
         self.model: Any = None
         self.ctx: Any = None
         self.vocab: Any = None
@@ -142,7 +145,7 @@ class LlamaCppEngine:
     # --- loading -------------------------------------------------------------------------------
 
     def _load_mode(self) -> int:
-        mmap, mlock = bool(self.settings.get("use_mmap", True)), bool(self.settings.get("use_mlock", False))
+        mmap, mlock = self.use_mmap, self.use_mlock
         name = {(True, True): "MMAP_MLOCK", (True, False): "MMAP", (False, True): "MLOCK", (False, False): "NONE"}
         return int(getattr(self.lib, f"LLAMA_LOAD_MODE_{name[(mmap, mlock)]}", {
             "MMAP_MLOCK": 3, "MMAP": 1, "MLOCK": 2, "NONE": 0}[name[(mmap, mlock)]]))
@@ -150,9 +153,8 @@ class LlamaCppEngine:
     def load(self) -> dict[str, Any]:
         lib = self.lib
         lib.llama_backend_init()
-        numa = str(self.settings.get("numa", "disabled"))
-        if numa != "disabled":
-            lib.llama_numa_init(getattr(lib, NUMA[numa]))
+        if self.numa != "disabled":
+            lib.llama_numa_init(getattr(lib, NUMA[self.numa]))
         if self.n_gpu_layers and not lib.llama_supports_gpu_offload():
             raise RuntimeError(f"n_gpu_layers {self.n_gpu_layers} asked for, but this llama.cpp build has no GPU "
                                "backend (llama_supports_gpu_offload() is false): reinstall llama-cpp-python with "
@@ -394,9 +396,9 @@ class LlamaCppEngine:
             "n_ubatch": self.n_ubatch,
             "flash_attn": self.flash_attn,
             "kv_cache_type": self.kv_type,
-            "use_mmap": bool(self.settings.get("use_mmap", True)),
-            "use_mlock": bool(self.settings.get("use_mlock", False)),
-            "numa": str(self.settings.get("numa", "disabled")),
+            "use_mmap": self.use_mmap,
+            "use_mlock": self.use_mlock,
+            "numa": self.numa,
             "n_gpu_layers": self.n_gpu_layers,
             "batching": "one llama.cpp batch per request batch: distinct sequence ids, decoded together",
         }

@@ -15,7 +15,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from bench.workloads import Request, TokenSpace
+from bench.profile.engine_specs import LlamaServerSpec, OpenAIEngineSpec
+from bench.profile.workloads import Request, TokenSpace
 
 
 def endpoint_hosts(base_urls: list[str]) -> list[str]:
@@ -23,12 +24,13 @@ def endpoint_hosts(base_urls: list[str]) -> list[str]:
 
 
 class OpenAIEngine:
-    def __init__(self, settings: dict[str, Any], model_path: str, model_info: dict[str, Any]):
+    def __init__(self, settings: OpenAIEngineSpec, model_path: str, model_info: dict[str, Any]):
         self.settings = settings
         self.model_path = Path(model_path)
-        self.endpoints = [urllib.parse.urlsplit(url) for url in settings["base_urls"]]
-        key_env = settings.get("api_key_env")
+        self.endpoints = [urllib.parse.urlsplit(url) for url in settings.base_urls]
+        key_env = settings.api_key_env
         self.api_key = os.environ.get(key_env) if key_env else None
+        self.request_timeout_s = settings.request_timeout_s
         if key_env and not self.api_key:
             raise RuntimeError(f"the profile names {key_env} for the API key, but it is not set")
         self.server_models: list[Any] = []
@@ -37,7 +39,7 @@ class OpenAIEngine:
 
     @property
     def route(self) -> str:
-        return "/chat/completions" if self.settings.get("api") == "chat" else "/completions"
+        return "/chat/completions" if self.settings.api == "chat" else "/completions"
 
     def address(self, index: int) -> tuple[str, int, str]:
         """(host, port, path prefix) of endpoint `index`."""
@@ -46,21 +48,37 @@ class OpenAIEngine:
 
     def load(self) -> dict[str, Any]:
         """Nothing to load: ask each endpoint what it serves, which also proves it is up."""
-        import http.client
-
         start = time.perf_counter()
         for index in range(len(self.endpoints)):
-            host, port, prefix = self.address(index)
-            connection = http.client.HTTPConnection(host, port, timeout=30)
-            headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+            self.server_models.append(self._served_models(index))
+        return {"load_s": time.perf_counter() - start, **self.describe()}
+
+    def _served_models(self, index: int) -> list[Any]:
+        """GET {base_url}/models within the profile's request_timeout_s; a clear error saying what failed."""
+        import http.client
+
+        host, port, prefix = self.address(index)
+        url = f"{self.settings.base_urls[index].rstrip('/')}/models"
+        timeout = self.settings.request_timeout_s
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
             connection.request("GET", f"{prefix}/models", headers=headers)
             response = connection.getresponse()
-            body = response.read()
+            body = response.read(16 * 2**20)
+        except TimeoutError:
+            raise RuntimeError(f"GET {url}: no answer within {timeout:g} s (request_timeout_s)") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise RuntimeError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
+        finally:
             connection.close()
-            if response.status != 200:
-                raise RuntimeError(f"{self.settings['base_urls'][index]}/models answered HTTP {response.status}")
-            self.server_models.append([m.get("id") for m in json.loads(body).get("data", [])])
-        return {"load_s": time.perf_counter() - start, **self.describe()}
+        if response.status != 200:
+            raise RuntimeError(f"GET {url} answered HTTP {response.status}")
+        try:
+            listed = json.loads(body).get("data", [])
+            return [m.get("id") for m in listed]
+        except (ValueError, AttributeError, TypeError):
+            raise RuntimeError(f"GET {url}: the answer is not an OpenAI model list") from None
 
     @property
     def gguf(self) -> bool:
@@ -110,7 +128,7 @@ class OpenAIEngine:
 
     def payload(self, request: Request) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.settings.get("served_model") or (self.server_models[0][0] if self.server_models and
+            "model": self.settings.served_model or (self.server_models[0][0] if self.server_models and
                                                              self.server_models[0] else "default"),
             "prompt": request.prompt_token_ids,
             "max_tokens": request.output_tokens,
@@ -118,15 +136,15 @@ class OpenAIEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self.settings.get("ignore_eos", True):
+        if self.settings.ignore_eos:
             body.update(ignore_eos=True, min_tokens=request.output_tokens)
-        if (self.settings.get("server") or {}).get("kind") == "vllm":
+        if self.settings.server is not None and self.settings.server.kind == "vllm":
             body["return_token_ids"] = True  # exact token counts per chunk (a vLLM extension)
-        if (self.settings.get("server") or {}).get("kind") == "llamacpp":
+        if isinstance(self.settings.server, LlamaServerSpec):
             # llama-server: a token count in every chunk (timings_per_token), and no reuse of a slot's
             # KV cache for a prompt that shares a prefix with the last one (as prefix caching stays off).
             body.update(timings_per_token=True, cache_prompt=False)
-        if self.settings.get("api") == "chat":  # chat takes text: the synthetic tokens, decoded
+        if self.settings.api == "chat":  # chat takes text: the synthetic tokens, decoded
             body["messages"] = [{"role": "user", "content": self.decode(body.pop("prompt"))}]
         return body
 
@@ -143,7 +161,7 @@ class OpenAIEngine:
         return {}  # the server's memory is the server's: see its own telemetry
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": "openai", "base_urls": self.settings["base_urls"], "api": self.settings.get("api"),
+        return {"engine": "openai", "base_urls": self.settings.base_urls, "api": self.settings.api,
                 "served_models": self.server_models, "device": "remote", "dtype": None}
 
     def close(self) -> None:

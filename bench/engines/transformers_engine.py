@@ -16,7 +16,7 @@ import transformers
 from transformers import AutoModelForCausalLM, StoppingCriteria, StoppingCriteriaList
 
 from bench.engines.base import BatchResult
-from bench.workloads import TokenSpace
+from bench.profile.workloads import TokenSpace
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -80,9 +80,9 @@ class TransformersEngine:
         self.settings = settings
         self.model_path = model_path
         self.model_info = model_info
-        self.device = _resolve_device(settings.get("device", "auto"))
-        self.dtype = DTYPES[settings.get("dtype", "bfloat16")]
-        self.threads = _resolve_threads(settings.get("threads", "auto"))
+        self.device = _resolve_device(settings.device)
+        self.dtype = DTYPES[settings.weights_dtype]
+        self.threads = _resolve_threads(settings.threads)
         self.model: Any = None
         self.tokenizer: Any = None
 
@@ -97,7 +97,7 @@ class TransformersEngine:
         model = AutoModelForCausalLM.from_pretrained(
             self.model_path,
             dtype=self.dtype,
-            attn_implementation=self.settings.get("attn_implementation", "sdpa"),
+            attn_implementation=self.settings.attn_implementation,
             local_files_only=True,
             trust_remote_code=self.model_info.get("trust_remote_code", False),  # only with pinned code (cell.py)
             use_safetensors=not self.model_info.get("allow_pickle", False),
@@ -110,7 +110,7 @@ class TransformersEngine:
         model.generation_config.do_sample = False
         for name in ("temperature", "top_p", "top_k"):
             setattr(model.generation_config, name, None)
-        if self.settings.get("compile"):
+        if self.settings.compile:
             model.forward = torch.compile(model.forward)
         self._sync()
         load_s = time.perf_counter() - start
@@ -250,8 +250,8 @@ class TransformersEngine:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "threads": self.threads,
-            "attn_implementation": self.settings.get("attn_implementation", "sdpa"),
-            "compile": bool(self.settings.get("compile")),
+            "attn_implementation": self.settings.attn_implementation,
+            "compile": self.settings.compile,
         }
         if self.device.type == "cuda":
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()

@@ -4,11 +4,11 @@ Requests go in through the engine's own request queue (`LLMEngine.add_request`) 
 stepped here, so every request's tokens are timestamped as they come out (per request, not per
 batch: vLLM schedules each request on its own). vLLM's own per-request metrics (queued, scheduled,
 first and last token, on the engine core's monotonic clock) are kept beside those wall-clock times
-so the two can be cross-checked (bench/engine_timing.py).
+so the two can be cross-checked (bench/measure/engine_timing.py).
 
 Machine quirks live here, not in profiles: telemetry off, the host address pinned to loopback on
 one node (vLLM otherwise probes a public address to find its own), one core group per rank on the
-CPU (VLLM_CPU_OMP_THREADS_BIND), CPU KV-cache sizing, and the spawn start method (bench.cell has
+CPU (VLLM_CPU_OMP_THREADS_BIND), CPU KV-cache sizing, and the spawn start method (bench.run.cell_process has
 its `__main__` guard, which spawn needs).
 """
 
@@ -20,7 +20,8 @@ from importlib import metadata
 from typing import Any
 
 from bench.engines.base import BatchResult
-from bench.workloads import TokenSpace
+from bench.profile.engine_specs import VllmEngineSpec
+from bench.profile.workloads import TokenSpace
 
 GIB = 1024**3
 CPU_DEFAULT_KV_CACHE_GIB = 4.0
@@ -57,7 +58,7 @@ def _version() -> str | None:
 
 
 class VllmEngine:
-    def __init__(self, settings: dict[str, Any], model_path: str, model_info: dict[str, Any]):
+    def __init__(self, settings: VllmEngineSpec, model_path: str, model_info: dict[str, Any]):
         self.settings = settings
         self.model_path = model_path
         self.model_info = model_info
@@ -72,11 +73,11 @@ class VllmEngine:
 
     @property
     def ranks(self) -> int:
-        return int(self.settings.get("tensor_parallel_size", 1)) * int(self.settings.get("pipeline_parallel_size", 1))
+        return int(self.settings.tensor_parallel_size) * int(self.settings.pipeline_parallel_size)
 
     def _environment(self, platform: str) -> dict[str, str]:
         env = {"VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
-        if self.settings.get("distributed_executor_backend") != "ray":
+        if self.settings.distributed_executor_backend != "ray":
             env["VLLM_HOST_IP"] = "127.0.0.1"  # one node: ranks talk over loopback, no address probe
         if platform == "cpu" and self.ranks > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
             env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_thread_binding(self.ranks, sorted(os.sched_getaffinity(0)))
@@ -88,23 +89,23 @@ class VllmEngine:
             "model": self.model_path,
             "tokenizer": self.model_path,
             "skip_tokenizer_init": not self._has_tokenizer(),
-            "dtype": s.get("dtype", "bfloat16"),
-            "seed": int(s.get("seed", 0)),
-            "enforce_eager": bool(s.get("enforce_eager", False)),
-            "enable_prefix_caching": bool(s.get("enable_prefix_caching", False)),
-            "tensor_parallel_size": int(s.get("tensor_parallel_size", 1)),
-            "pipeline_parallel_size": int(s.get("pipeline_parallel_size", 1)),
-            "data_parallel_size": int(s.get("data_parallel_size", 1)),
+            "dtype": s.dtype,
+            "seed": s.seed,
+            "enforce_eager": s.enforce_eager,
+            "enable_prefix_caching": s.enable_prefix_caching,
+            "tensor_parallel_size": s.tensor_parallel_size,
+            "pipeline_parallel_size": s.pipeline_parallel_size,
+            "data_parallel_size": s.data_parallel_size,
             "trust_remote_code": bool(self.model_info.get("trust_remote_code", False)),
             "disable_log_stats": False,  # per-request metrics (RequestOutput.metrics) need it
         }
         optional = ("quantization", "max_model_len", "enable_chunked_prefill", "max_num_batched_tokens",
                     "max_num_seqs", "distributed_executor_backend")
-        args.update({k: s[k] for k in optional if s.get(k) is not None})
-        if s.get("memory_fraction") is not None:
-            args["gpu_memory_utilization"] = float(s["memory_fraction"])
-        kv_gib = s.get("kv_cache_gib")
-        if kv_gib is None and platform == "cpu" and s.get("memory_fraction") is None:
+        args.update({k: getattr(s, k) for k in optional if getattr(s, k) is not None})
+        if s.memory_fraction is not None:
+            args["gpu_memory_utilization"] = s.memory_fraction
+        kv_gib = s.kv_cache_gib
+        if kv_gib is None and platform == "cpu" and s.memory_fraction is None:
             # On the CPU vLLM would reserve 90% of host memory; a fixed cache is what a benchmark wants.
             # vLLM's size is per rank, and on the CPU every rank takes it from the same memory.
             kv_gib = min(CPU_DEFAULT_KV_CACHE_GIB, _available_memory_bytes() / 4 / GIB) / self.ranks
@@ -112,7 +113,7 @@ class VllmEngine:
             args["kv_cache_memory_bytes"] = int(kv_gib * GIB)
         if not self.model_info.get("allow_pickle", False):
             args["load_format"] = "safetensors"
-        args.update(s.get("engine_args") or {})
+        args.update(s.engine_args)
         return args
 
     def _has_tokenizer(self) -> bool:
@@ -131,7 +132,7 @@ class VllmEngine:
         start = time.perf_counter()
         self.llm = vllm.LLM(**self.resolved_args)
         load_s = time.perf_counter() - start
-        if self.settings.get("distributed_executor_backend") == "ray":
+        if self.settings.distributed_executor_backend == "ray":
             self.cluster = ray_cluster_inventory()
         return {"load_s": load_s, **self.describe()}
 
@@ -247,14 +248,14 @@ class VllmEngine:
             "engine": "vllm",
             "vllm_version": _version(),
             "device": self.platform,
-            "dtype": self.settings.get("dtype", "bfloat16"),
+            "dtype": self.settings.dtype,
             "engine_args": {k: v for k, v in self.resolved_args.items() if k not in ("model", "tokenizer")},
             "environment": self.applied_env,
             "layout": {
-                "tensor_parallel_size": int(self.settings.get("tensor_parallel_size", 1)),
-                "pipeline_parallel_size": int(self.settings.get("pipeline_parallel_size", 1)),
-                "data_parallel_size": int(self.settings.get("data_parallel_size", 1)),
-                "executor": self.settings.get("distributed_executor_backend") or "default",
+                "tensor_parallel_size": self.settings.tensor_parallel_size,
+                "pipeline_parallel_size": self.settings.pipeline_parallel_size,
+                "data_parallel_size": self.settings.data_parallel_size,
+                "executor": self.settings.distributed_executor_backend or "default",
             },
         }
         if self.llm is not None:
@@ -292,7 +293,7 @@ def ray_cluster_inventory() -> list[dict[str, Any]]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from bench.environment import collect_environment
+    from bench.run.environment import collect_environment
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     collect = ray.remote(num_cpus=0)(collect_environment)

@@ -15,17 +15,6 @@ from bench.models.local import ModelError
 from bench.models.materialise import MATERIALISER_VERSION, Progress
 
 
-def wants_gguf(engine: dict[str, Any]) -> tuple[bool, str | None]:
-    """(True, quantization or None) when a cell's engine runs a GGUF: the llamacpp engine, or an openai
-    engine whose managed server is llama-server."""
-    if engine.get("kind") == "llamacpp":
-        return True, engine.get("quantization")
-    server = engine.get("server") or {}
-    if engine.get("kind") == "openai" and server.get("kind") == "llamacpp":
-        return True, server.get("quantization")
-    return False, None
-
-
 def gguf_facts(info: GgufFile) -> dict[str, Any]:
     """What the roofline, fit and the result set keep about the file (no paths)."""
     return {"file_type": info.file_type, "architecture": info.architecture, "tensor_bytes": info.tensor_bytes,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bench.records import RequestRecord
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 
 Runner = Callable[[ScenarioContext], list[RequestRecord]]

@@ -1,5 +1,5 @@
 """What every scenario shares: the context, the request stream, the repetition and warm-up loops
-that follow the cell's measurement plan (bench/sizing.py), and batch -> records."""
+that follow the cell's measurement plan (bench/measure/sizing.py), and batch -> records."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.engines.base import BatchResult, Engine
-from bench.metrics import repetition_rates
-from bench.records import RequestRecord
-from bench.sizing import MeasurementPlan, precise_enough, steady
-from bench.workloads import Request, request_stream, token_ids_sha256
+from bench.engines.base import BatchResult, Engine, ServedEngine
+from bench.measure.metrics import repetition_rates
+from bench.measure.sizing import MeasurementPlan, precise_enough, steady
+from bench.profile.points import ScenarioPoint
+from bench.profile.run_settings import RunSettings
+from bench.profile.workload_specs import WorkloadSpec
+from bench.profile.workloads import Request, request_stream, token_ids_sha256
+from bench.results.records import RequestRecord
 
 Progress = Callable[[str, int, int], None]
 Decoder = Callable[[list[int]], str | None]
@@ -21,19 +24,16 @@ Decoder = Callable[[list[int]], str | None]
 
 @dataclass
 class ScenarioContext:
-    engine: Engine
-    scenario: dict[str, Any]
-    workload: dict[str, Any] | None
+    engine: Engine | ServedEngine
+    scenario: ScenarioPoint  # the cell's typed point: what load, how many
+    workload: WorkloadSpec | None
     plan: MeasurementPlan
     t0: float  # perf_counter at the start of the cell; record times are relative to it
     progress: Progress
-    store_text: bool = False  # run.store_text: records keep prompt and response text (else hashes only)
-    # Served load shapes: the error-rate stop rule (run.stop_error_rate after run.stop_min_requests),
-    # run.client_processes (an int or "auto") and this machine's calibrated single-process ceiling.
-    stop_error_rate: float = 0.5
-    stop_min_requests: int = 10
-    client_processes: int | str = 1
-    loadgen_ceiling: dict[str, Any] | None = None
+    # The cell's run settings: store_text (records keep prompt and response text, else hashes only) and,
+    # for served load shapes, the error-rate stop rule and client_processes.
+    run: RunSettings = field(default_factory=RunSettings)
+    loadgen_ceiling: dict[str, Any] | None = None  # this machine's calibrated single-process ceiling
     # What the served load shapes report for result.json: why a repetition was cut short (by its
     # index), and per load point how many client processes sent it and why.
     stops: dict[int, str] = field(default_factory=dict)
@@ -43,6 +43,22 @@ class ScenarioContext:
     repetitions_done: int = 0
     warmup_done: dict[str, Any] = field(default_factory=dict)
     issued: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def store_text(self) -> bool:
+        return self.run.store_text
+
+    @property
+    def stop_error_rate(self) -> float:
+        return self.run.stop_error_rate
+
+    @property
+    def stop_min_requests(self) -> int:
+        return self.run.stop_min_requests
+
+    @property
+    def client_processes(self) -> int | str:
+        return self.run.client_processes
 
     @property
     def max_duration_s(self) -> float | None:
@@ -56,7 +72,7 @@ class ScenarioContext:
         """The seeded request stream of a repetition (stream = repetition + 1) or of warm-up (stream 0):
         its first requests are the same on every machine, however many a fast machine goes on to use."""
         assert self.workload is not None
-        encode = self.engine.encode if self.workload.get("prompts_file") else None
+        encode = self.engine.encode if self.workload.prompts_file else None
         return request_stream(self.workload, self.engine.token_space(), stream, encode,
                               anchor=self.plan.min_requests_per_repetition)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench.records import RequestRecord
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext, run_batched
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
-    return run_batched(ctx, batch_size=ctx.scenario["batch_size"])
+    return run_batched(ctx, batch_size=ctx.scenario.batch_size)

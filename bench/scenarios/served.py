@@ -20,11 +20,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from bench.records import RequestRecord
+from bench.engines.base import ServedEngine
+from bench.profile.workloads import Request, token_ids_sha256
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 from bench.serving.client import Connection, StreamResult
 from bench.serving.workers import START_MARGIN_S, Report, choose_client_processes, fan_out, usable_cores
-from bench.workloads import Request, token_ids_sha256
+
+
+def served_engine(ctx: ScenarioContext) -> ServedEngine:
+    """The cell's engine as a served one: the served load shapes need its endpoints and request bodies."""
+    if not isinstance(ctx.engine, ServedEngine):
+        raise TypeError(f"scenario {ctx.scenario.kind!r} needs a served engine (kind openai), not {ctx.engine!r}")
+    return ctx.engine
 
 
 def arrival_stream(rate: float, arrival: str, burstiness: float, seed: int) -> Iterator[float]:
@@ -66,9 +74,12 @@ def open_loop_schedule(ctx: ScenarioContext, requests: Iterable[Request], offset
 
 def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repetition: int, scheduled: float,
             endpoint: str, batch_index: int) -> RequestRecord:
-    """One served request's record; each request is its own 'batch' (the server batches, not us)."""
+    """One served request's record; each request is its own 'batch' (the server batches, not us).
+    The server's usage, when it gives one, is the token count (a chunk may carry several tokens and,
+    without token ids, is counted as one); each chunk's arrival and count are kept beside it."""
     times = [t - ctx.t0 for t in result.token_times]
-    produced = len(times)
+    counted = len(times)
+    produced = result.usage_completion_tokens if result.usage_completion_tokens is not None else counted
     error = result.error
     if error is None and produced != request.output_tokens:
         error = f"short output: {produced} of {request.output_tokens} tokens"
@@ -80,10 +91,21 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
         finish_reason="length" if error is None else "error", error=error,
         prompt_sha256=token_ids_sha256(request.prompt_token_ids), sent_time=result.sent - ctx.t0,
         usage_output_tokens=result.usage_completion_tokens, endpoint=endpoint,
-        response_sha256=hashlib.sha256(result.text.encode()).hexdigest(),
+        chunk_times=[t - ctx.t0 for t in result.chunk_times], chunk_tokens=list(result.chunk_tokens),
+        chunk_tokens_exact=result.exact_token_ids is not None, retry_after=result.retry_after,
+        response_sha256=response_sha256(result),
         prompt_text=_prompt_text(ctx, request) if ctx.store_text else None,
         response_text=result.text if ctx.store_text else None,
     )
+
+
+def response_sha256(result: StreamResult) -> str | None:
+    """What identifies the output: its token ids where the server returned them all, else its text when
+    it has any; None ("not known") otherwise, never the hash of nothing."""
+    ids = result.exact_token_ids
+    if ids is not None:
+        return token_ids_sha256(ids)
+    return hashlib.sha256(result.text.encode()).hexdigest() if result.text else None
 
 
 def _prompt_text(ctx: ScenarioContext, request: Request) -> str | None:
@@ -91,7 +113,7 @@ def _prompt_text(ctx: ScenarioContext, request: Request) -> str | None:
     if request.text is not None:
         return request.text
     try:
-        return str(ctx.engine.decode(request.prompt_token_ids))  # type: ignore[attr-defined]
+        return str(ctx.engine.decode(request.prompt_token_ids))
     except (OSError, ValueError):
         return None
 
@@ -124,8 +146,8 @@ async def _closed_loop(ctx: ScenarioContext, requests: Iterator[Request], users:
                        started: float | None = None, total: int = 0) -> None:
     """`users` (their numbers pick their endpoints) share the requests, each sending its next when its last
     ends, while `more(started, issued)` says so (the floors; warm-up: until the requests run out)."""
-    engine: Any = ctx.engine
-    timeout = engine.settings.get("request_timeout_s", 600)
+    engine = served_engine(ctx)
+    timeout = engine.request_timeout_s
     started = time.perf_counter() if started is None else started
     issued = 0
     first_send: float | None = None  # the time floor counts from here, where the measured span begins
@@ -155,8 +177,8 @@ async def _open_loop(ctx: ScenarioContext, schedule: list[tuple[int, Request, fl
                      records: list[RequestRecord], start: float | None = None) -> None:
     """Send each (index, request, offset) at start + offset whatever the server does; the index picks the
     endpoint. Without a start (one process), a moment from now to set up the tasks before the first send."""
-    engine: Any = ctx.engine
-    timeout = engine.settings.get("request_timeout_s", 600)
+    engine = served_engine(ctx)
+    timeout = engine.request_timeout_s
     start = time.perf_counter() + START_MARGIN_S if start is None else start
 
     async def send(index: int, request: Request, offset: float) -> None:
@@ -181,7 +203,7 @@ async def _open_loop(ctx: ScenarioContext, schedule: list[tuple[int, Request, fl
 def _phase(ctx: ScenarioContext, repetition: int) -> str:
     if repetition < 0:
         return "warm-up"
-    if ctx.scenario["kind"] == "capacity":
+    if ctx.scenario.kind == "capacity":
         return f"capacity probe {repetition + 1}"
     return ctx.phase(repetition)
 
@@ -316,10 +338,10 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
     records: list[RequestRecord] = warm_up(ctx)
     for repetition in ctx.repetition_indices(records):
         stream = ctx.stream(repetition + 1)
-        if point["kind"] == "concurrency":
-            records += run_point(ctx, stream, repetition, users=point["users"])
+        if point.kind == "concurrency":
+            records += run_point(ctx, stream, repetition, users=point.users)
         else:
-            arrivals = arrival_stream(point["rate"], point["arrival"], point["burstiness"], repetition)
+            arrivals = arrival_stream(point.rate, point.arrival, point.burstiness, repetition)
             requests, offsets = open_loop_schedule(ctx, stream, arrivals)
             records += run_point(ctx, requests, repetition, offsets=offsets)
     return records

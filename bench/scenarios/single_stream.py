@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.records import RequestRecord
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext, run_batched
 
 

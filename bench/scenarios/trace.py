@@ -1,8 +1,8 @@
-"""Trace replay: the requests of a JSONL trace (bench/trace.py) sent open-loop at their timestamps
+"""Trace replay: the requests of a JSONL trace (bench/profile/trace_file.py) sent open-loop at their timestamps
 (divided by the speedup), with their own input and output lengths. Latency counts from the
 scheduled time, as in the `rate` scenario. Prompts are synthetic token ids of the stated lengths,
 seeded by the workload's seed and the repetition. A duration floor longer than the trace replays it
-again (bench/sizing.py): each request of the trace is sent at least once per repetition."""
+again (bench/measure/sizing.py): each request of the trace is sent at least once per repetition."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.records import RequestRecord
+from bench.profile.trace_file import TraceEntry, load_trace
+from bench.profile.workloads import Request
+from bench.results.records import RequestRecord
 from bench.scenarios.common import ScenarioContext
 from bench.scenarios.served import open_loop_schedule, run_point, warm_up
-from bench.trace import TraceEntry, load_trace
-from bench.workloads import Request
 
 
 def trace_requests(ctx: ScenarioContext, entries: list[TraceEntry], stream: int) -> Iterator[Request]:
     """The trace's requests, endlessly: each pass over the trace continues the same seeded token stream."""
     space = ctx.engine.token_space()
-    rng = random.Random(f"{(ctx.workload or {}).get('seed', 0)}/trace/{stream}")
+    rng = random.Random(f"{ctx.workload.seed if ctx.workload else 0}/trace/{stream}")
     for i in itertools.count():
         entry = entries[i % len(entries)]
         yield Request(i, space.draw(rng, entry.input_tokens), entry.output_tokens)
@@ -39,10 +39,10 @@ def trace_offsets(entries: list[TraceEntry], speedup: float) -> Iterator[float]:
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
     point = ctx.scenario
-    entries = load_trace(Path(point["file"]))[: point.get("requests") or None]
+    entries = load_trace(Path(point.file))[: point.requests or None]
     records = warm_up(ctx)
     for repetition in ctx.repetition_indices(records):
         requests, offsets = open_loop_schedule(ctx, trace_requests(ctx, entries, repetition + 1),
-                                               trace_offsets(entries, point["speedup"]))
+                                               trace_offsets(entries, point.speedup))
         records += run_point(ctx, requests, repetition, offsets=offsets)
     return records

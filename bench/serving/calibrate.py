@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.metrics import percentile
+from bench.measure.stats import percentile
 from bench.serving.client import Connection, StreamResult
 
 ERROR_BOUND_S = 0.005  # p99 timing error that still counts as trustworthy

@@ -1,30 +1,64 @@
 """An OpenAI-compatible streaming client on asyncio streams: one HTTP/1.1 keep-alive connection per
 simulated user, every server-sent event timestamped (time.perf_counter) the moment it is read.
 
-Timestamps are taken per SSE event, as vLLM's benchmark does; the server's reported usage is kept
-beside the counted events so a mismatch can be recorded rather than hidden.
+Timestamps are taken per SSE event, as vLLM's benchmark does. A chunk may carry more than one token
+(vLLM sends what one engine step made, and its detokenizer may merge pieces): each chunk's arrival
+and token count are kept (`chunk_times`, `chunk_tokens`); the count of a chunk is its token ids
+where the server returns them (vLLM's `return_token_ids`), else one per chunk that carries text.
+The server's own `usage` is the request's token count when it gives one (see
+bench/scenarios/served.py; inter-token latency per token: bench/measure/metrics.py).
+
+Whatever comes back, a request ends as a StreamResult: a reply the client cannot understand (a
+status line that is not HTTP, an event that is not a JSON object, a chunk or event beyond the
+limits below, bytes that are not UTF-8, an early close, a stall) is a failed request with its
+reason, never an exception out of stream(); the cell goes on. HTTP errors (401, 429, 500, 503...)
+are failed requests too, with any Retry-After header recorded; the client never retries, so an
+open-loop schedule stays what it was.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_LINE_BYTES = 64 * 1024  # a status line, a header, a chunk-size line
+MAX_HEADERS = 200
+MAX_CHUNK_BYTES = 8 * 2**20  # one HTTP chunk
+MAX_EVENT_BYTES = 2**20  # one server-sent event
+MAX_BODY_BYTES = 16 * 2**20  # a whole non-streamed body
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+class ReplyError(Exception):
+    """A reply the client cannot understand: the request fails with this as its reason."""
+
+
+class ClosedUnanswered(ReplyError):
+    """The connection closed before any status line: on a kept-alive connection, one the server had
+    already closed (llama-server closes one after every streamed response), so it never saw the request."""
 
 
 @dataclass
 class StreamResult:
     sent: float
     first_token: float | None = None
-    token_times: list[float] = field(default_factory=list)
+    token_times: list[float] = field(default_factory=list)  # per counted token: its chunk's arrival
     end: float | None = None
     usage_completion_tokens: int | None = None
     status: int | None = None
     error: str | None = None
     # The streamed text, piece by piece: hashed into the record, kept whole only with run.store_text.
     pieces: list[str] = field(default_factory=list)
+    chunk_times: list[float] = field(default_factory=list)  # arrival of each chunk that carried tokens
+    chunk_tokens: list[int] = field(default_factory=list)  # how many tokens each carried
+    token_ids: list[int] = field(default_factory=list)
+    ids_in_every_chunk: bool = True  # every token-carrying chunk returned its token ids: counts are exact
+    retry_after: str | None = None
+    done: bool = False  # [DONE] was read
     # Tokens the server said it generated so far (llama-server's per-chunk timings.predicted_n), when it says.
     server_counted: int = 0
 
@@ -35,6 +69,11 @@ class StreamResult:
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def exact_token_ids(self) -> list[int] | None:
+        """The output's token ids when the server returned them for every chunk."""
+        return self.token_ids if self.chunk_tokens and self.ids_in_every_chunk else None
 
 
 class Connection:
@@ -47,12 +86,17 @@ class Connection:
 
     async def _ensure(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         if self.writer is None or self.writer.is_closing() or self.reader is None or self.reader.at_eof():
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**20)
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=MAX_LINE_BYTES)
         return self.reader, self.writer
 
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    async def _drop(self) -> None:
+        """After a failed reply the connection's state is unknown: the next request opens a new one."""
+        await self.close()
+        self.reader = self.writer = None
 
     async def stream(self, path: str, payload: dict[str, Any], timeout_s: float = 600.0) -> StreamResult:
         body = json.dumps(payload).encode()
@@ -66,92 +110,237 @@ class Connection:
                 reused = self.writer is not None and not self.writer.is_closing()
                 reader, writer = await self._ensure()
                 result.sent = time.perf_counter()
-                writer.write(head.encode() + b"\r\n" + body)
-                await writer.drain()
                 try:
+                    writer.write(head.encode() + b"\r\n" + body)
+                    await writer.drain()
                     await asyncio.wait_for(self._read(reader, result), timeout_s)
                     break
-                except (ConnectionError, asyncio.IncompleteReadError) as exc:
-                    # A kept-alive connection the server had already closed (llama-server closes one after
-                    # every streamed response): it never saw the request, so send it once more on a new one.
+                except (ConnectionError, asyncio.IncompleteReadError, ClosedUnanswered):
+                    # sent once more, on a new connection, only when the server cannot have seen it
                     if attempt == 2 or not reused or result.status is not None:
-                        raise exc from None
-                    await self.close()
-                    self.writer = None
+                        raise
+                    await self._drop()
         except asyncio.TimeoutError:
-            result.error = f"timed out after {timeout_s:g} s"
-            await self.close()
-            self.writer = None
-        except (ConnectionError, asyncio.IncompleteReadError, OSError, ValueError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            await self.close()
-            self.writer = None
+            if not result.done:  # (after [DONE] only the body's end was missing: the reply is whole)
+                result.error = _timeout_reason(result, timeout_s)
+            await self._drop()
+        except ReplyError as exc:
+            result.error = str(exc)
+            await self._drop()
+        except asyncio.CancelledError:
+            await self._drop()
+            raise
+        except Exception as exc:  # a connection error, or a reply no rule above foresaw: this request fails
+            result.error = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+            await self._drop()
         return result
 
     async def _read(self, reader: asyncio.StreamReader, result: StreamResult) -> None:
-        status_line = await reader.readline()
+        status_line = await _line(reader)
         if not status_line:
-            raise ConnectionError("the server closed the connection")
-        result.status = int(status_line.split()[1])
-        headers: dict[str, str] = {}
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
+            raise ClosedUnanswered("the server closed the connection without answering")
+        result.status = _status(status_line)
+        headers = await _headers(reader)
+        if "retry-after" in headers:
+            result.retry_after = headers["retry-after"][:100]
         if result.status != 200:
             raw = await _body(reader, headers)
-            result.error = f"HTTP {result.status}: {raw[:300].decode(errors='replace')}"
+            retry = f" (Retry-After: {result.retry_after})" if result.retry_after is not None else ""
+            result.error = f"HTTP {result.status}{retry}: {_shown(raw)}"
             return
         if "text/event-stream" not in headers.get("content-type", ""):
-            data = json.loads(await _body(reader, headers))
-            result.end = time.perf_counter()
-            result.first_token = result.end
-            result.token_times = [result.end]
-            result.usage_completion_tokens = (data.get("usage") or {}).get("completion_tokens")
-            result.pieces = [_choice_text(choice) for choice in data.get("choices") or []]
+            self._whole(await _body(reader, headers), result)
             return
-        buffer, done = b"", False
+        buffer = b""
         async for piece in _pieces(reader, headers):  # read to the body's end, so keep-alive stays in step
             now = time.perf_counter()
             buffer += piece
-            while not done and b"\n\n" in buffer:
-                event, buffer = buffer.split(b"\n\n", 1)
+            while not result.done and (match := _EVENT_END.search(buffer)):
+                event, buffer = buffer[:match.start()], buffer[match.end():]
                 if self._event(event, now, result):
-                    done = True
+                    result.done = True
                     result.end = result.token_times[-1] if result.token_times else now
-        if not done:
-            result.error = "the stream ended without [DONE]"
+            if len(buffer) > MAX_EVENT_BYTES and not result.done:
+                raise ReplyError(f"an event longer than {MAX_EVENT_BYTES} bytes (the client's limit)")
+            if result.done:
+                buffer = b""
+        if not result.done:
+            raise ReplyError(f"the stream ended without [DONE] after {len(result.token_times)} token(s)")
+
+    @staticmethod
+    def _whole(raw: bytes, result: StreamResult) -> None:
+        """A reply that is not streamed: one JSON object with all the choices."""
+        data = _json_object(raw, "the reply")
+        result.end = time.perf_counter()
+        result.first_token = result.end
+        result.usage_completion_tokens = _usage_tokens(data)
+        for choice in _choices(data):
+            tokens, ids = _chunk_tokens(choice)
+            result.pieces.append(_choice_text(choice))
+            result.ids_in_every_chunk &= ids is not None
+            result.token_ids += ids or []
+            if tokens:
+                result.chunk_times.append(result.end)
+                result.chunk_tokens.append(tokens)
+                result.token_times += [result.end] * tokens
+        if not result.token_times:
+            result.token_times = [result.end]
 
     @staticmethod
     def _event(event: bytes, now: float, result: StreamResult) -> bool:
-        """Record one SSE event; True at [DONE]."""
+        """Record one SSE event; True at [DONE]. ReplyError for an event that is not understood."""
         for line in event.split(b"\n"):
+            line = line.rstrip(b"\r")
             if not line.startswith(b"data:"):
-                continue
+                continue  # comments (": keep-alive"), event names, ids: nothing to count
             data = line[5:].strip()
             if data == b"[DONE]":
                 return True
-            message = json.loads(data)
-            if message.get("usage"):
-                result.usage_completion_tokens = message["usage"].get("completion_tokens")
+            message = _json_object(data, "an event")
+            if message.get("error") is not None:
+                raise ReplyError(f"the server sent an error event: {_shown(json.dumps(message['error']).encode())}")
+            usage = _usage_tokens(message)
+            if usage is not None:
+                result.usage_completion_tokens = usage
             # llama-server holds back a token that ends inside a UTF-8 character and sends it with the next:
             # its per-chunk count (timings_per_token) is then exact where the chunks are not.
-            counted = (message.get("timings") or {}).get("predicted_n")
-            for choice in message.get("choices") or []:
-                tokens = _chunk_tokens(choice) if counted is None else max(0, int(counted) - result.server_counted)
+            counted = _server_count(message)
+            for choice in _choices(message):
+                tokens, ids = _chunk_tokens(choice)
+                if counted is not None and ids is None:
+                    tokens = max(0, counted - result.server_counted)
                 if tokens and result.first_token is None:
                     result.first_token = now
+                if tokens:
+                    result.chunk_times.append(now)
+                    result.chunk_tokens.append(tokens)
+                    result.ids_in_every_chunk &= ids is not None
+                    result.token_ids += ids or []
                 result.token_times += [now] * tokens
                 result.pieces.append(_choice_text(choice))
             if counted is not None:
-                result.server_counted = max(result.server_counted, int(counted))
+                result.server_counted = max(result.server_counted, counted)
         return False
+
+
+# --- reading the reply ----------------------------------------------------------------------------
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readline()
+    except ValueError:  # asyncio's limit: a line without an end in MAX_LINE_BYTES
+        raise ReplyError(f"a header or chunk-size line longer than {MAX_LINE_BYTES} bytes") from None
+
+
+def _status(line: bytes) -> int:
+    parts = line.split()
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not re.fullmatch(rb"[1-5][0-9][0-9]", parts[1]):
+        raise ReplyError(f"a status line that is not HTTP: {_shown(line.strip())}")
+    return int(parts[1])
+
+
+async def _headers(reader: asyncio.StreamReader) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS):
+        line = await _line(reader)
+        if line in (b"\r\n", b"\n"):
+            return headers
+        if not line:
+            raise ReplyError("the server closed the connection in the middle of the headers")
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    raise ReplyError(f"more than {MAX_HEADERS} headers")
+
+
+async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+    body = b""
+    async for piece in _pieces(reader, headers):
+        body += piece
+        if len(body) > MAX_BODY_BYTES:
+            raise ReplyError(f"a body longer than {MAX_BODY_BYTES} bytes (the client's limit)")
+    return body
+
+
+async def _pieces(reader: asyncio.StreamReader, headers: dict[str, str]):  # type: ignore[no-untyped-def]
+    """The response body as it arrives: chunked transfer decoding, content-length, or until close."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            line = await _line(reader)
+            if not line:
+                raise ReplyError("the server closed the connection in the middle of the reply")
+            size_text = line.split(b";")[0].strip()
+            if not re.fullmatch(rb"[0-9A-Fa-f]{1,16}", size_text):
+                raise ReplyError(f"a chunk size that is not hexadecimal: {_shown(line.strip())}")
+            size = int(size_text, 16)
+            if size == 0:
+                await _line(reader)  # the empty line after the last chunk (no trailers expected)
+                return
+            if size > MAX_CHUNK_BYTES:
+                raise ReplyError(f"a chunk of {size} bytes, beyond the client's limit of {MAX_CHUNK_BYTES}")
+            try:
+                yield await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                raise ReplyError("the server closed the connection in the middle of a chunk") from None
+            await _line(reader)
+    elif "content-length" in headers:
+        length_text = headers["content-length"]
+        if not length_text.isdigit() or int(length_text) > MAX_BODY_BYTES:
+            raise ReplyError(f"a content-length the client does not accept: {length_text[:40]!r}")
+        try:
+            yield await reader.readexactly(int(length_text))
+        except asyncio.IncompleteReadError:
+            raise ReplyError("the server closed the connection before the body's end") from None
+    else:  # neither: the body runs until the server closes the connection
+        while piece := await reader.read(65536):
+            yield piece
+
+
+# --- reading the JSON ------------------------------------------------------------------------------
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        message = json.loads(data)
+    except UnicodeDecodeError:
+        raise ReplyError(f"{what} that is not UTF-8: {_shown(data)}") from None
+    except ValueError:
+        raise ReplyError(f"{what} that is not JSON: {_shown(data)}") from None
+    except RecursionError:
+        raise ReplyError(f"{what} nested too deeply to read") from None
+    if not isinstance(message, dict):
+        raise ReplyError(f"{what} that is not a JSON object: {_shown(data)}")
+    return message
+
+
+def _choices(message: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = message.get("choices")
+    if choices is None:
+        return []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise ReplyError(f"'choices' that is not a list of objects: {_shown(json.dumps(choices).encode())}")
+    return choices
+
+
+def _usage_tokens(message: dict[str, Any]) -> int | None:
+    usage = message.get("usage")
+    count = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+
+
+def _server_count(message: dict[str, Any]) -> int | None:
+    """llama-server's running count of generated tokens in a chunk (timings_per_token), if it sent one."""
+    timings = message.get("timings")
+    count = timings.get("predicted_n") if isinstance(timings, dict) else None
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
 
 def _text_field(choice: dict[str, Any]) -> str | None:
     """The text one choice carries (completions `text`, chat `delta.content` streamed or `message.content`),
     None when it carries no text field at all."""
-    for text in (choice.get("text"), (choice.get("delta") or {}).get("content"),
-                 (choice.get("message") or {}).get("content")):
+    delta, message = choice.get("delta"), choice.get("message")
+    for text in (choice.get("text"), delta.get("content") if isinstance(delta, dict) else None,
+                 message.get("content") if isinstance(message, dict) else None):
         if isinstance(text, str):
             return text
     return None
@@ -161,32 +350,28 @@ def _choice_text(choice: dict[str, Any]) -> str:
     return _text_field(choice) or ""
 
 
-def _chunk_tokens(choice: dict[str, Any]) -> int:
-    """How many output tokens one streamed choice carries. vLLM sends one chunk per engine step, and
-    its text may be empty while the detokenizer holds back an incomplete character, so an empty text
-    still counts; the token ids, when the server returns them, are exact. A closing chunk that only
-    carries the finish reason (llama.cpp, TGI) counts for nothing."""
-    if isinstance(choice.get("token_ids"), list):
-        return len(choice["token_ids"])
+def _chunk_tokens(choice: dict[str, Any]) -> tuple[int, list[int] | None]:
+    """How many output tokens one streamed choice carries, and their ids when the server returns them.
+    vLLM sends one chunk per engine step, and its text may be empty while the detokenizer holds back an
+    incomplete character, so an empty text still counts; the token ids, when returned, are exact. A
+    closing chunk that only carries the finish reason (llama.cpp, TGI) counts for nothing."""
+    ids = choice.get("token_ids")
+    if isinstance(ids, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return len(ids), ids
     text = _text_field(choice)
     if text is None:
-        return 0
-    return 1 if text or choice.get("finish_reason") is None else 0
+        return 0, None
+    return (1 if text or choice.get("finish_reason") is None else 0), None
 
 
-async def _body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
-    return b"".join([piece async for piece in _pieces(reader, headers)])
+def _shown(raw: bytes, limit: int = 300) -> str:
+    """A reply's bytes as they may stand in a reason: decoded with replacement, on one line, cut."""
+    text = raw[:limit].decode("utf-8", errors="replace")
+    return " ".join(text.split()) + ("..." if len(raw) > limit else "")
 
 
-async def _pieces(reader: asyncio.StreamReader, headers: dict[str, str]):  # type: ignore[no-untyped-def]
-    """The response body as it arrives: chunked transfer decoding, or content-length."""
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                await reader.readline()
-                return
-            yield await reader.readexactly(size)
-            await reader.readline()
-    else:
-        yield await reader.readexactly(int(headers.get("content-length", "0")))
+def _timeout_reason(result: StreamResult, timeout_s: float) -> str:
+    if result.status is None:
+        return f"timed out after {timeout_s:g} s (request_timeout_s) with no reply from the server"
+    return (f"timed out after {timeout_s:g} s (request_timeout_s): the reply stalled after "
+            f"{len(result.token_times)} token(s)")

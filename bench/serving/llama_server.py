@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.profile.engine_specs import LlamaServerSpec
 from bench.serving.managed import ServerStartError
 
 BINARY_ENV = "LOKAAL_BENCH_LLAMA_SERVER"
@@ -87,27 +88,26 @@ def _flag(value: Any) -> str:
     return "on" if value is True else "off" if value is False else str(value)
 
 
-def llama_server_command(spec: dict[str, Any], model: Path, port: int) -> list[str]:
+def llama_server_command(spec: LlamaServerSpec, model: Path, port: int) -> list[str]:
     """llama-server on `model` (a GGUF) bound to 127.0.0.1:`port`, with the profile's settings. Benchmark
     hygiene: no prompt cache kept in RAM across requests (--cache-ram 0), /metrics on, no web UI."""
     from bench.engines.llamacpp_engine import resolve_threads
 
-    binary = find_tool("llama-server", spec.get("binary"), BINARY_ENV)
-    threads = resolve_threads(spec.get("threads", "auto"))
+    binary = find_tool("llama-server", spec.binary, BINARY_ENV)
+    threads = resolve_threads(spec.threads)
     command = [
         str(binary), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "--parallel", str(spec.get("parallel", 4)),
-        "--cont-batching" if spec.get("cont_batching", True) else "--no-cont-batching",
-        "--ctx-size", str(spec.get("n_ctx", 8192)), "--kv-unified",
-        "--threads", str(threads), "--threads-batch", str(resolve_threads(spec.get("threads_batch") or threads)),
-        "--batch-size", str(spec.get("n_batch", 2048)), "--ubatch-size", str(spec.get("n_ubatch", 512)),
-        "--flash-attn", _flag(spec.get("flash_attn", "auto")),
-        "--cache-type-k", str(spec.get("kv_cache_type", "f16")),
-        "--cache-type-v", str(spec.get("kv_cache_type", "f16")),
-        "--n-gpu-layers", str(spec.get("n_gpu_layers", 0)),
-        "--load-mode", _LOAD_MODE[(bool(spec.get("use_mmap", True)), bool(spec.get("use_mlock", False)))],
+        "--parallel", str(spec.parallel),
+        "--cont-batching" if spec.cont_batching else "--no-cont-batching",
+        "--ctx-size", str(spec.n_ctx), "--kv-unified",
+        "--threads", str(threads), "--threads-batch", str(resolve_threads(spec.threads_batch or threads)),
+        "--batch-size", str(spec.n_batch), "--ubatch-size", str(spec.n_ubatch),
+        "--flash-attn", _flag(spec.flash_attn),
+        "--cache-type-k", spec.kv_cache_type, "--cache-type-v", spec.kv_cache_type,
+        "--n-gpu-layers", str(spec.n_gpu_layers),
+        "--load-mode", _LOAD_MODE[(spec.use_mmap, spec.use_mlock)],
         "--cache-ram", "0", "--metrics", "--no-webui", "--offline", "--alias", model.stem,
     ]
-    if spec.get("numa", "disabled") != "disabled":
-        command += ["--numa", str(spec["numa"])]
-    return command + list(spec.get("args") or [])
+    if spec.numa != "disabled":
+        command += ["--numa", spec.numa]
+    return command + list(spec.args)

@@ -32,6 +32,9 @@ from typing import Any
 
 from bench.hashing import canonical_json
 from bench.netguard import OFFLINE_ENV
+from bench.profile.engine_specs import LlamaServerSpec, ManagedServerSpec
+
+AnyServerSpec = ManagedServerSpec | LlamaServerSpec
 
 
 class ServerStartError(RuntimeError):
@@ -44,20 +47,20 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def server_command(spec: dict[str, Any], model_dir: Path, port: int) -> list[str]:
-    if spec["kind"] == "llamacpp":  # llama.cpp's llama-server on the cell's GGUF file
+def server_command(spec: AnyServerSpec, model_dir: Path, port: int) -> list[str]:
+    if isinstance(spec, LlamaServerSpec):  # llama.cpp's llama-server on the cell's GGUF file
         from bench.serving.llama_server import llama_server_command
 
         return llama_server_command(spec, model_dir, port)
-    if spec["kind"] == "vllm":
-        args = list(spec.get("args", []))
+    if spec.kind == "vllm":
+        args = list(spec.args)
         # Benchmark hygiene, as in the in-process engine: prefix caching stays off unless asked for,
         # so repeated prompts cannot make a server look faster than it is.
         if not any("prefix-caching" in a for a in args):
             args.append("--no-enable-prefix-caching")
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                 "--host", "127.0.0.1", "--port", str(port), *args]
-    return [arg.replace("{port}", str(port)).replace("{model}", str(model_dir)) for arg in spec["command"]]
+    return [arg.replace("{port}", str(port)).replace("{model}", str(model_dir)) for arg in spec.command or []]
 
 
 def _package_version(kind: str) -> str | None:
@@ -87,20 +90,20 @@ def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 
 class ManagedServer:
-    def __init__(self, spec: dict[str, Any], model_dir: Path, directory: Path):
+    def __init__(self, spec: AnyServerSpec, model_dir: Path, directory: Path):
         self.spec = spec
         self.port = free_port()
         self.command = server_command(spec, model_dir, self.port)
         directory.mkdir(parents=True, exist_ok=True)
         self.log_path = directory / "server.log"
         self.record: dict[str, Any] = {
-            "kind": spec["kind"], "command": self.command, "model_dir": str(model_dir),
-            "url": self.url, "version": _package_version(spec["kind"]), "log": f"servers/{directory.name}/server.log",
+            "kind": spec.kind, "command": self.command, "model_dir": str(model_dir),
+            "url": self.url, "version": _package_version(spec.kind), "log": f"servers/{directory.name}/server.log",
         }
-        if spec["kind"] == "llamacpp":  # slots and batching as set, and the binary's own build record
+        if isinstance(spec, LlamaServerSpec):  # slots and batching as set, and the binary's own build record
             from bench.serving.llama_server import build_record
 
-            self.record.update(slots=spec.get("parallel", 4), continuous_batching=spec.get("cont_batching", True),
+            self.record.update(slots=spec.parallel, continuous_batching=spec.cont_batching,
                                binary=self.command[0], build=build_record(Path(self.command[0])))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -109,7 +112,7 @@ class ManagedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> None:
-        env = {**os.environ, **OFFLINE_ENV, **self.spec.get("env", {})}
+        env = {**os.environ, **OFFLINE_ENV, **self.spec.env}
         started = time.perf_counter()
         self.record["started"] = time.time()
         try:
@@ -120,19 +123,19 @@ class ManagedServer:
         except OSError as exc:
             raise ServerStartError(f"could not start {self.command[0]}: {exc}") from None
         self.record["pid"] = self.proc.pid
-        deadline = started + self.spec.get("startup_timeout_s", 600)
+        deadline = started + self.spec.startup_timeout_s
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
-                raise ServerStartError(f"the {self.spec['kind']} server exited with status {self.proc.returncode} "
+                raise ServerStartError(f"the {self.spec.kind} server exited with status {self.proc.returncode} "
                                        f"before it was healthy; its log: {self.log_path}\n{self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if _get(self.port, self.spec.get("health_path", "/health"))[0] == 200:
+                if _get(self.port, self.spec.health_path)[0] == 200:
                     self.record["healthy_after_s"] = time.perf_counter() - started
                     self._ask_version()
                     return
             time.sleep(0.5)
-        raise ServerStartError(f"the {self.spec['kind']} server was not healthy after "
-                               f"{self.spec.get('startup_timeout_s', 600):g} s; its log: {self.log_path}\n"
+        raise ServerStartError(f"the {self.spec.kind} server was not healthy after "
+                               f"{self.spec.startup_timeout_s:g} s; its log: {self.log_path}\n"
                                f"{self.log_tail()}")
 
     def _ask_version(self) -> None:
@@ -173,16 +176,17 @@ class ServerPool:
         self.servers: dict[str, ManagedServer] = {}
 
     @staticmethod
-    def key(spec: dict[str, Any], model_dir: Path) -> str:
-        return hashlib.sha256(canonical_json({"server": spec, "model": str(model_dir)}).encode()).hexdigest()[:12]
+    def key(spec: AnyServerSpec, model_dir: Path) -> str:
+        identity = {"server": spec.model_dump(), "model": str(model_dir)}
+        return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:12]
 
-    def started(self, spec: dict[str, Any], model_dir: Path) -> bool:
+    def started(self, spec: AnyServerSpec, model_dir: Path) -> bool:
         return self.key(spec, model_dir) in self.servers
 
-    def url_for(self, spec: dict[str, Any], model_dir: Path) -> str:
+    def url_for(self, spec: AnyServerSpec, model_dir: Path) -> str:
         key = self.key(spec, model_dir)
         if key not in self.servers:
-            server = ManagedServer(spec, model_dir, self.directory / key)  # ServerStartError: no binary
+            server = ManagedServer(spec, model_dir, self.directory / key)
             self.servers[key] = server  # registered before start, so close() stops it whatever happens
             try:
                 server.start()
@@ -194,7 +198,7 @@ class ServerPool:
         if "error" in server.record:  # it failed to start for an earlier cell: do not wait again
             raise ServerStartError(server.record["error"])
         if server.proc is None or server.proc.poll() is not None:
-            raise ServerStartError(f"the {spec['kind']} server is not running (exit status "
+            raise ServerStartError(f"the {spec.kind} server is not running (exit status "
                                    f"{server.proc.returncode if server.proc else None}); its log: {server.log_path}")
         return server.url
 

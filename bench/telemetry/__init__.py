@@ -1,7 +1,7 @@
 """Telemetry sampled from the parent while a benchmark child process runs.
 
 - ``TelemetryRecorder(pid, interval_s)``: background sampling of host + NVML + RAPL.
-- ``summarise(samples, window, sources)``: peaks, means and energy over a time window.
+- ``summarise_telemetry(samples, window, sources)``: peaks, means and energy over a time window.
 - ``telemetry_sources()``: which sources work on this machine, and why not.
 
 Only psutil (and, lazily, pynvml) are imported; never torch or an inference engine.
@@ -17,9 +17,10 @@ from .host import HostSampler, cpu_freq_stats
 from .nvidia import NvidiaSampler, to_str
 from .rapl import DEFAULT_ROOT, RaplReader
 from .recorder import TelemetryRecorder
-from .summary import summarise
+from .summary import summarise_telemetry
 
-__all__ = ["HostSampler", "NvidiaSampler", "RaplReader", "TelemetryRecorder", "summarise", "telemetry_sources"]
+__all__ = ["HostSampler", "NvidiaSampler", "RaplReader", "TelemetryRecorder", "summarise_telemetry",
+           "telemetry_sources"]
 
 
 def telemetry_sources(nvml: ModuleType | None = None, rapl_root: str | Path = DEFAULT_ROOT) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from typing import Any
 from .host import HostSampler
 from .nvidia import NvidiaSampler
 from .rapl import DEFAULT_ROOT, RaplReader
-from .summary import summarise
+from .summary import summarise_telemetry
 
-__all__ = ["TelemetryRecorder", "summarise"]
+__all__ = ["TelemetryRecorder", "summarise_telemetry"]
 
 
 class TelemetryRecorder:
@@ -161,7 +161,7 @@ class TelemetryRecorder:
         return self.samples
 
     def summary(self, window: tuple[float, float] | None = None) -> dict[str, Any]:
-        return summarise(self.samples, window, self.sources)
+        return summarise_telemetry(self.samples, window, self.sources)
 
     def __enter__(self) -> TelemetryRecorder:
         return self.start()

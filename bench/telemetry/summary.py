@@ -1,6 +1,6 @@
 """Reduce recorder samples to one summary per time window (a pure function, no I/O).
 
-``summarise(samples, window, sources)`` returns::
+``summarise_telemetry(samples, window, sources)`` returns::
 
     {
       "window": [start, end] | None,        # wall-clock seconds (time.time())
@@ -230,7 +230,7 @@ def _rapl_energy(
     return items, {"rapl": {"available": bool(items), "reason": reason, "zones": [i["zone"] for i in items]}}
 
 
-def summarise(
+def summarise_telemetry(
     samples: Sequence[dict[str, Any]],
     window: tuple[float, float] | None = None,
     sources: dict[str, Any] | None = None,

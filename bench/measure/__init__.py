@@ -1,0 +1,1 @@
+"""Measuring: metrics, statistics, SLOs, validity, sizing, rooflines, the cell summary."""

@@ -1,0 +1,179 @@
+"""Assemble a cell's summary (cell.json) from what the cell process reported, its raw records,
+and the telemetry sampled around it. Pure: no processes, no clocks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.measure import capacity_search as capacity
+from bench.measure import endpoints, engine_timing, slo
+from bench.measure.metrics import headline_metrics, short_outputs
+from bench.measure.sizing import sizing_summary
+from bench.measure.stats import percentile
+from bench.measure.validity import judge
+from bench.profile.cells import Cell
+from bench.profile.points import CapacityPoint
+from bench.results.records import RequestRecord
+from bench.results.resultset import SCHEMA_VERSION
+from bench.run.isolation import Outcome
+
+
+def energy_per_token(telemetry: dict[str, Any], output_tokens: int | None) -> dict[str, Any]:
+    """Joules per output token over the measured window, labelled with every source used."""
+    energy = telemetry.get("energy") or {}
+    parts = {k: energy.get(k) for k in ("gpu_j", "cpu_j") if energy.get(k) is not None}
+    sources = sorted({item["source"] for item in energy.get("items") or []})
+    if not parts or not output_tokens:
+        reasons = {k: v.get("reason") for k, v in (telemetry.get("energy_sources") or {}).items()
+                   if not v.get("available")}
+        return {"unit": "J/tok", "value": None, "sources": [], "unavailable": reasons}
+    total = sum(parts.values())
+    return {
+        "unit": "J/tok",
+        "value": total / output_tokens,
+        "joules": total,
+        "parts_j": parts,
+        "sources": sources,
+    }
+
+
+def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: dict[str, Any],
+                         client: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """For served cells: did the client keep up? Send lag (actual minus scheduled send), the send
+    rate achieved against the target, and the client's CPU (per client process: `client` is the
+    cell process's own account, result.json's load_generator). Client-bound cells are flagged."""
+    measured = [r for r in records if not r.warmup and r.sent_time is not None]
+    if not cell.served or not measured:
+        return None
+    client = client or {}
+    processes = client.get("client_processes") or 1
+    lags = sorted(r.send_lag for r in measured if r.send_lag is not None)
+    check: dict[str, Any] = {"send_lag_s": {"p50": percentile(lags, 50), "p99": percentile(lags, 99)},
+                             "client_processes": processes,
+                             "client_processes_reason": client.get("client_processes_reason")}
+    reasons = []
+    if check["send_lag_s"]["p99"] > 0.010:
+        reasons.append(f"send lag p99 {check['send_lag_s']['p99'] * 1000:.1f} ms above 10 ms")
+    if cell.scenario.kind in ("rate", "trace", "capacity"):  # open loop (capacity: by rate or users)
+        def mean_rate(times_of: Any) -> float | None:
+            by_repetition: dict[int, list[float]] = {}
+            for record in measured:
+                by_repetition.setdefault(record.repetition, []).append(times_of(record))
+            rates = [(len(t) - 1) / (max(t) - min(t)) for t in by_repetition.values() if len(t) > 1 and max(t) > min(t)]
+            return sum(rates) / len(rates) if rates else None
+
+        # Against the schedule actually drawn (a Poisson draw of 20 sends is rarely exactly the nominal rate).
+        check["target_rate"] = getattr(cell.scenario, "rate", None)
+        check["scheduled_rate"] = mean_rate(lambda r: r.submit_time)
+        check["achieved_rate"] = mean_rate(lambda r: r.sent_time)
+        scheduled, achieved = check["scheduled_rate"], check["achieved_rate"]
+        if scheduled and achieved and achieved < 0.98 * scheduled:
+            reasons.append(f"sent {achieved:.1f}/s against a schedule of {scheduled:.1f}/s")
+    # The process tree's CPU (the cell process and its client processes), per client process; and the
+    # busiest worker's own figure when there were several (an average can hide one saturated loop).
+    cpu = (telemetry.get("host") or {}).get("proc_cpu_mean_pct")
+    check["client_cpu_pct"] = cpu
+    per_process = client.get("process_cpu_pct_max")
+    if per_process is None and cpu is not None:
+        per_process = cpu / processes
+    check["client_cpu_pct_per_process"] = per_process
+    if per_process is not None and per_process > 90:
+        where = "of a core" if processes == 1 else f"of a core in one of {processes} client processes"
+        reasons.append(f"the client used {per_process:.0f}% {where}")
+    check["client_bound"] = bool(reasons)
+    check["reason"] = "; ".join(reasons)
+    return check
+
+
+def failure_reason(outcome: Outcome, result: dict[str, Any] | None) -> str | None:
+    if outcome.failure:
+        return outcome.failure
+    if result is None:
+        return f"cell process exited with code {outcome.returncode} and reported nothing (see cell.log)"
+    if result.get("status") != "COMPLETED":
+        return result.get("reason") or "the cell process reported a failure (see cell.log)"
+    if outcome.returncode != 0:
+        return f"cell process exited with code {outcome.returncode} (see cell.log)"
+    return None
+
+
+def build_summary(
+    cell: Cell,
+    outcome: Outcome,
+    result: dict[str, Any] | None,
+    records: list[RequestRecord],
+    telemetry: dict[str, Any],
+    whole_cell_telemetry: dict[str, Any],
+    started: str,
+    finished: str,
+) -> dict[str, Any]:
+    reason = failure_reason(outcome, result)
+    metrics = headline_metrics(records) if records else {}
+    short = short_outputs(r for r in records if not r.warmup)
+    if reason is None and short:
+        example = short[0]
+        reason = (f"{len(short)} request(s) produced fewer tokens than asked (e.g. request {example.request_id}: "
+                  f"{example.output_tokens} of {example.expected_output_tokens}); a short output is an error, "
+                  "not a faster result")
+    if reason is None and metrics and metrics["requests"]["ok"] == 0:
+        reason = "no request completed"
+    result = result or {}
+    memory = dict(result.get("memory") or {})
+    memory["peak_tree_rss_bytes_sampled"] = outcome.peak_tree_rss_bytes
+    host = whole_cell_telemetry.get("host") or {}
+    if host.get("proc_rss_peak_bytes") is not None:
+        memory["peak_rss_bytes_sampled"] = host["proc_rss_peak_bytes"]
+    gpus = whole_cell_telemetry.get("gpus") or []
+    if gpus:
+        memory["gpu_used_peak_bytes"] = [g.get("mem_used_peak_bytes") for g in gpus]
+    output_tokens = metrics.get("output_tokens", {}).get("value") if metrics else None
+    model = result.get("model") or {}
+    summary = {
+        "schema_version": SCHEMA_VERSION,
+        "cell_id": cell.id,
+        "label": cell.label,
+        "status": "FAILED" if reason else "COMPLETED",
+        "reason": reason,
+        "config": cell.to_dict(),
+        "identity": cell.identity(),
+        "model": model,
+        "synthetic_weights": bool(model.get("synthetic")),
+        "engine": result.get("engine"),
+        "load_s": (result.get("load") or {}).get("load_s"),
+        "metrics": metrics,
+        "memory": memory,
+        "energy_per_output_token": energy_per_token(telemetry, output_tokens),
+        "telemetry": telemetry,
+        "prompts_sha256": result.get("prompts_sha256"),
+        "responses_sha256": result.get("responses_sha256"),
+        "started": started,
+        "finished": finished,
+        "wall_s": outcome.wall_s,
+        "returncode": outcome.returncode,
+        "network_refused": [],
+        "output_lengths": {
+            "short": len(short),
+            "usage_mismatch": sum(1 for r in records if not r.warmup and getattr(r, "usage_mismatch", False)),
+        },
+        "files": {
+            "records": "records.jsonl.gz",
+            "telemetry": "telemetry.jsonl.gz",
+            "log": "cell.log",
+            "spec": "spec.json",
+        },
+    }
+    summary["load_generator"] = load_generator_check(cell, records, telemetry, result.get("load_generator"))
+    # A stop rule cut a repetition short (error rate, max duration): the reader sees why and how much.
+    summary["stopped"] = (result.get("load_generator") or {}).get("stopped") or None
+    summary["engine_timing"] = engine_timing.cross_check(records, getattr(cell.engine, "timing_tolerance_s", None))
+    summary["engine_stats"] = engine_timing.engine_stats(records)
+    summary["endpoints"] = endpoints.per_endpoint(records)
+    # (a capacity cell's probes are different loads: each probe's goodput is under summary["capacity"])
+    if cell.run.slo is not None and cell.served and cell.scenario.kind != "capacity" and records:
+        summary["slo"] = slo.evaluate(records, cell.run.slo)  # goodput and the SLO verdict
+    if isinstance(cell.scenario, CapacityPoint) and records:
+        workload = cell.workload.name if cell.workload else "?"
+        summary["capacity"] = capacity.capacity_headline(cell.scenario, workload, records)
+    summary["sizing"] = sizing_summary(result.get("sizing"), metrics)  # the floors applied, the precision reached
+    summary["validity"] = judge(summary, cell.run.rules)
+    return summary

@@ -1,0 +1,1 @@
+"""Planning: memory fit, capacity plans, projection, power, the hardware catalogue."""

@@ -1,0 +1,1 @@
+"""What to measure: the profile, its expansion into cells, workloads, trace files."""

@@ -1,0 +1,1 @@
+"""Readers of result sets: compare, tables, dataframe, report, plots, history, rerun."""

@@ -1,0 +1,1 @@
+"""The result-set format: records, write, read, upgrade, integrity, schema."""
