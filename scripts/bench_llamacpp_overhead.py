@@ -41,27 +41,31 @@ def main() -> int:
     from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
+    from bench.profile.engine_specs import LlamaCppEngineSpec
+    from bench.profile.points import SingleStreamPoint
+    from bench.profile.workload_specs import WorkloadSpec
     from bench.scenarios import ScenarioContext, scenario_runner
 
     apply_offline_env()
     NetworkGuard.install([], None)
     model = resolve_model(args.card, None, "auto", 0, None, gguf=True, quantization=args.quantization)
-    engine = LlamaCppEngine({"kind": "llamacpp", "threads": args.threads, "n_ctx": 2048}, str(model.path),
+    engine = LlamaCppEngine(LlamaCppEngineSpec(kind="llamacpp", threads=args.threads, n_ctx=2048), str(model.path),
                             {"config": model.config, "quantization": model.dtype, "gguf": model.gguf})
     engine.load()
     lib = engine.lib
-    workload = {"seed": 11, "input_tokens": {"dist": "fixed", "value": args.input_tokens},
-                "output_tokens": {"dist": "fixed", "value": args.output_tokens}}
-    scenario = {"kind": "single-stream", "batch_size": 1, "requests": args.requests}
+    def workload(seed: int) -> WorkloadSpec:
+        return WorkloadSpec.model_validate({"name": "overhead", "seed": seed, "input_tokens": args.input_tokens,
+                                            "output_tokens": args.output_tokens})
+
+    scenario = SingleStreamPoint(kind="single-stream", batch_size=1, requests=args.requests)
     plan = exact_plan(args.requests)  # the same work in both arms, no time floor
 
     def through_lokaal_bench(seed: int) -> float:
-        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed}, plan, t0=time.perf_counter(),
-                              progress=lambda *a: None)
+        ctx = ScenarioContext(engine, scenario, workload(seed), plan, t0=time.perf_counter(), progress=lambda *a: None)
         return headline_metrics(scenario_runner("single-stream")(ctx))["decode_tok_s"]["value"]
 
     def bare_loop(seed: int) -> float:
-        ctx = ScenarioContext(engine, scenario, {**workload, "seed": seed}, plan, 0.0, lambda *a: None)
+        ctx = ScenarioContext(engine, scenario, workload(seed), plan, 0.0, lambda *a: None)
         tokens = decode_time = 0.0
         n_vocab = engine.n_vocab
         for request in ctx.requests(args.requests, 1):

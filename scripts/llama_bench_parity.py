@@ -65,6 +65,8 @@ def main() -> int:
     from bench.measure.sizing import exact_plan
     from bench.models import resolve_model
     from bench.netguard import NetworkGuard, apply_offline_env
+    from bench.profile.engine_specs import LlamaCppEngineSpec
+    from bench.profile.points import PrefillDecodePoint
     from bench.scenarios import ScenarioContext, scenario_runner
     from bench.serving.llama_server import find_tool
 
@@ -73,13 +75,13 @@ def main() -> int:
     binary = find_tool("llama-bench", None, "LOKAAL_BENCH_LLAMA_BENCH")
     model = (resolve_model(None, args.gguf, "auto", 0, None, gguf=True) if args.gguf
              else resolve_model(args.card, None, "auto", 0, None, gguf=True, quantization=args.quantization))
-    settings = {"kind": "llamacpp", "threads": args.threads, "n_batch": args.n_batch, "n_ubatch": args.n_ubatch,
-                "flash_attn": args.flash_attn, "n_ctx": 4096}
+    settings = LlamaCppEngineSpec(kind="llamacpp", threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
+                                  flash_attn=args.flash_attn, n_ctx=4096)
     engine = LlamaCppEngine(settings, str(model.path), {"config": model.config, "quantization": model.dtype,
                                                         "gguf": model.gguf})
     engine.load()
-    scenario = {"kind": "prefill-decode", "depth": 0, "prompt_tokens": args.pp, "gen_tokens": args.tg,
-                "batch_size": 1, "requests": args.reps}
+    scenario = PrefillDecodePoint(kind="prefill-decode", depth=0, prompt_tokens=args.pp, gen_tokens=args.tg,
+                                  batch_size=1, requests=args.reps)
     plan = exact_plan(args.reps, warmup=1)
 
     def ours() -> tuple[float, float]:

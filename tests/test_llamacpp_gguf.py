@@ -110,8 +110,9 @@ def test_the_gguf_is_the_same_model_as_the_safetensors(model_cache: Path) -> Non
     assert int(ours.argmax()) == int(theirs.argmax())
 
     from bench.engines.llamacpp_engine import LlamaCppEngine
+    from bench.profile.engine_specs import LlamaCppEngineSpec
 
-    engine = LlamaCppEngine({"kind": "llamacpp", "threads": 1, "n_ctx": 256}, str(gguf.path),
+    engine = LlamaCppEngine(LlamaCppEngineSpec(kind="llamacpp", threads=1, n_ctx=256), str(gguf.path),
                             {"config": gguf.config, "quantization": "F16", "gguf": gguf.gguf})
     engine.load()
     text = "De snelle bruine vos springt over de luie hond. Hoeveel gebruikers? 1024 tokens, 3.14 — ✓"

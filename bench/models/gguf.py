@@ -450,6 +450,18 @@ def materialise_gguf(card: Card, quantization: str, seed: int = 0, cache_dir: Pa
         return final
 
 
+def gguf_files_missing(card: Card, quantization: str, seed: int, cache_dir: Path | None) -> int:
+    """Bytes materialise_gguf would still write for `card` at `quantization` (0 when both files are cached)."""
+    quantization = normalise_quantization(quantization)
+    directory = card_directory(card, seed, cache_dir)
+    needed = 0
+    if not _complete(directory / quantised_name("F16"), card, "F16"):
+        needed += sum(t.nbytes for t in gguf_plan(card.config))
+    if quantization != "F16" and not _complete(directory / quantised_name(quantization), card, quantization):
+        needed += weight_bytes_estimate(card.parameter_count(), quantization)
+    return needed
+
+
 def _check_disk(directory: Path, needed: int, what: str) -> None:
     """Refuse before writing a file the disk cannot hold (a 70B card is 141 GB in F16)."""
     free = shutil.disk_usage(directory).free

@@ -95,6 +95,7 @@ def estimate(cells: list[Any], result_dir: Path) -> list[Need]:
     """What the cells will write: weights to materialise (per model cache) and the result set's floor."""
     from bench.models import default_cache_dir, load_card
     from bench.models.materialise import _is_complete, cache_entry_name
+    from bench.profile.engine_specs import runs_gguf
 
     needs = [Need(result_dir, RESERVE_BYTES + 64 * 1024 + sum(_cell_floor(c) for c in cells),
                   f"the result set of {len(cells)} cell(s)")]
@@ -112,6 +113,14 @@ def estimate(cells: list[Any], result_dir: Path) -> list[Need]:
         seen.add(key)
         try:
             card = load_card(card_name)
+            gguf, quantization = runs_gguf(cell.engine)
+            if gguf:  # llama.cpp: an F16 GGUF, and the quantised one made from it (bench/models/gguf.py)
+                from bench.models.gguf import gguf_files_missing
+
+                missing = gguf_files_missing(card, quantization or "F16", seed, cache)
+                if missing:
+                    needs.append(Need(cache, missing, f"GGUF of {card_name} ({quantization or 'F16'})"))
+                continue
             if _is_complete(cache / cache_entry_name(card, dtype, seed), card, dtype, seed):
                 continue
             needs.append(Need(cache, card.weight_bytes(dtype), f"synthetic weights of {card_name} ({dtype})"))
