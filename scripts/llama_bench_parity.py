@@ -34,7 +34,8 @@ from typing import Any
 
 def llama_bench(binary: Path, gguf: Path, args: argparse.Namespace, *test: str) -> dict[str, Any]:
     command = [str(binary), "-m", str(gguf), "-t", str(args.threads), "-b", str(args.n_batch), "-ub",
-               str(args.n_ubatch), "-fa", args.flash_attn, "-r", str(args.reps), "-o", "json", *test]
+               str(args.n_ubatch), "-fa", args.flash_attn, "--repack", "1" if args.repack_resolved else "0",
+               "-r", str(args.reps), "-o", "json", *test]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
     if done.returncode != 0:
         raise SystemExit(f"llama-bench failed ({done.returncode}): {done.stderr[-1500:]}")
@@ -53,6 +54,8 @@ def main() -> int:
     parser.add_argument("--n-batch", type=int, default=2048)
     parser.add_argument("--n-ubatch", type=int, default=512)
     parser.add_argument("--flash-attn", default="auto", choices=["auto", "on", "off"])
+    parser.add_argument("--repack", default="auto", choices=["auto", "on", "off"],
+                        help="llama.cpp's extra weight buffers (the engine's `repack`), the same in both arms")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3, help="runs per round and arm (llama-bench -r)")
     parser.add_argument("--bandwidth-gb-s", type=float, help="memory read bandwidth (default: probed now)")
@@ -76,10 +79,12 @@ def main() -> int:
     model = (resolve_model(None, args.gguf, "auto", 0, None, gguf=True) if args.gguf
              else resolve_model(args.card, None, "auto", 0, None, gguf=True, quantization=args.quantization))
     settings = LlamaCppEngineSpec(kind="llamacpp", threads=args.threads, n_batch=args.n_batch, n_ubatch=args.n_ubatch,
-                                  flash_attn=args.flash_attn, n_ctx=4096)
+                                  flash_attn=args.flash_attn, n_ctx=4096,
+                                  repack={"on": True, "off": False}.get(args.repack, "auto"))
     engine = LlamaCppEngine(settings, str(model.path), {"config": model.config, "quantization": model.dtype,
                                                         "gguf": model.gguf})
     engine.load()
+    args.repack_resolved = engine.repack  # as the engine resolved it: llama-bench gets the same
     scenario = PrefillDecodePoint(kind="prefill-decode", depth=0, prompt_tokens=args.pp, gen_tokens=args.tg,
                                   batch_size=1, requests=args.reps)
     plan = exact_plan(args.reps, warmup=1)
@@ -122,7 +127,8 @@ def main() -> int:
     roof = bandwidth * 1e9 / step_bytes if step_bytes else None
     summary = {
         "model": model.name, "quantization": model.dtype, "gguf_tensor_bytes": model.gguf["tensor_bytes"],
-        "threads": args.threads, "n_batch": args.n_batch, "n_ubatch": args.n_ubatch, "flash_attn": args.flash_attn,
+        "threads": args.threads, "repack": engine.repack, "n_batch": args.n_batch, "n_ubatch": args.n_ubatch,
+        "flash_attn": args.flash_attn,
         "rounds": rounds,
         "median": {arm: {k: median(arm, k) for k in ("pp_tok_s", "tg_tok_s")}
                    for arm in ("lokaal-bench", "llama-bench")},

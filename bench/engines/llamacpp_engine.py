@@ -95,6 +95,24 @@ def build_info(lib: Any) -> dict[str, Any]:
     return info
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU offers AMX (Linux's amx_int8 flag): a native llama.cpp build then uses it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            return any(line.startswith("flags") and " amx_int8" in line for line in info)
+    except OSError:
+        return False
+
+
+def resolve_repack(value: Any, uses_amx: bool) -> bool:
+    """llama.cpp's extra buffer types (repacked weights, AMX), as set; `auto`: off where llama.cpp would
+    use AMX. In the llama.cpp of llama-cpp-python 0.3.36 ggml_backend_amx_mul_mat segfaults on the
+    first quantised matrix multiply (Q8_0, Q4_K_M; seen on a Xeon with AMX): the cell would die."""
+    if value in (None, "auto"):
+        return not uses_amx
+    return bool(value)
+
+
 def _ggml_library(lib: Any) -> Any:
     """libggml-base beside libllama (llama-cpp-python ships them together)."""
     from pathlib import Path
@@ -134,6 +152,7 @@ class LlamaCppEngine:
         self.n_gpu_layers = int(settings.n_gpu_layers)  # type: ignore[arg-type]
         self.use_mmap, self.use_mlock = bool(settings.use_mmap), bool(settings.use_mlock)
         self.numa = str(settings.numa)
+        self.repack: bool | None = None  # resolved at load, from the build's CPU features
         self.model: Any = None
         self.ctx: Any = None
         self.vocab: Any = None
@@ -163,6 +182,8 @@ class LlamaCppEngine:
         model_params = lib.llama_model_default_params()
         model_params.n_gpu_layers = self.n_gpu_layers
         model_params.load_mode = self._load_mode()
+        self.repack = resolve_repack(self.settings.repack, bool(self._build_info()["cpu_features"].get("AMX_INT8")))
+        model_params.use_extra_bufts = self.repack
         start = time.perf_counter()
         self.model = lib.llama_model_load_from_file(self.model_path.encode(), model_params)
         if not self.model:
@@ -376,9 +397,13 @@ class LlamaCppEngine:
     def memory(self) -> dict[str, Any]:
         return {}  # host memory is the process's: the runner samples its RSS
 
-    def describe(self) -> dict[str, Any]:
+    def _build_info(self) -> dict[str, Any]:
         if self._build is None:
             self._build = build_info(self.lib)
+        return self._build
+
+    def describe(self) -> dict[str, Any]:
+        self._build_info()
         info: dict[str, Any] = {
             "engine": "llamacpp",
             "llama_cpp_python_version": _version(),
@@ -400,6 +425,7 @@ class LlamaCppEngine:
             "use_mlock": self.use_mlock,
             "numa": self.numa,
             "n_gpu_layers": self.n_gpu_layers,
+            "repack": self.repack,  # as resolved (see resolve_repack)
             "batching": "one llama.cpp batch per request batch: distinct sequence ids, decoded together",
         }
         if self.model is not None:

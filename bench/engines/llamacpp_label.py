@@ -22,6 +22,7 @@ _NOTED: dict[str, tuple[Any, str]] = {
     "use_mlock": (False, "mlock-{}"),
     "numa": ("disabled", "numa-{}"),
     "n_gpu_layers": (0, "ngl{}"),
+    "repack": ("auto", "repack-{}"),
 }
 
 

@@ -148,7 +148,7 @@ def cell_id(identity: dict[str, Any]) -> str:
 SWEEPABLE = frozenset({"dtype", "threads", "tensor_parallel_size", "pipeline_parallel_size",
                        # llamacpp (bench/engines/llamacpp_engine.py)
                        "quantization", "threads_batch", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "kv_cache_type",
-                       "use_mmap", "use_mlock", "numa", "n_gpu_layers"})
+                       "use_mmap", "use_mlock", "numa", "n_gpu_layers", "repack"})
 
 
 def _engine_variants(engine: EngineSpec) -> list[EngineSpec]:

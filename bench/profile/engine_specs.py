@@ -167,6 +167,10 @@ FlashAttn = Literal["auto", "on", "off"] | bool
 NumaStrategy = Literal["disabled", "distribute", "isolate", "numactl", "mirror"]
 QuantizationType = Literal[QUANTIZATION_TYPES]  # type: ignore[valid-type]
 PositiveInt = Annotated[int, Field(ge=1)]
+Repack = Literal["auto"] | bool
+REPACK_HELP = ("llama.cpp's extra weight buffers: weights repacked for the CPU's kernels, and AMX (llama-bench "
+               "--repack, llama-server --no-repack); auto: off where llama.cpp would use AMX, whose matrix "
+               "multiply crashes in the llama.cpp of llama-cpp-python 0.3.36 (docs/llamacpp.md), on elsewhere")
 ContextSize = Annotated[int, Field(ge=64)]
 # A GGUF kept as it is (a local file without `quantization`): its own type, read from the file.
 AS_FILE = "gguf"
@@ -215,6 +219,7 @@ class LlamaCppEngineSpec(EngineEntry):
     numa: NumaStrategy | list[NumaStrategy] = "disabled"
     n_gpu_layers: Annotated[int, Field(ge=0)] | list[Annotated[int, Field(ge=0)]] = Field(
         0, description="layers offloaded to a GPU (needs a llama.cpp build with a GPU backend)")
+    repack: Repack | list[Repack] = Field("auto", description=REPACK_HELP)
 
     _upper = field_validator("quantization", mode="before")(_upper_quantization)
     _unique = field_validator("quantization", "threads", "kv_cache_type")(_no_duplicates)
@@ -255,6 +260,7 @@ class LlamaServerSpec(Strict):
     use_mlock: bool = False
     numa: NumaStrategy = "disabled"
     n_gpu_layers: Annotated[int, Field(ge=0)] = 0
+    repack: Repack = Field("auto", description=REPACK_HELP)
     binary: str | None = Field(None, description="path of llama-server (default: found as described above)")
     args: list[str] = Field(default_factory=list, description="extra llama-server arguments, verbatim")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")

@@ -76,13 +76,26 @@ def _model_context(model: ModelSpec, index: int, profile_path: Path) -> tuple[tu
             return None, (f"models[{index}].card", str(exc))
         return _context_of(card.config, f"card {card.name}"), None
     directory = resolve_relative(model.path or "", profile_path)
+    if directory.is_file() and directory.suffix.lower() == ".gguf":  # llama.cpp's file: its header says
+        return _gguf_context(directory), None
     if not directory.is_dir():
-        return None, (f"models[{index}].path", f"directory not found: {model.path}")
+        what = "file" if directory.suffix.lower() == ".gguf" else "directory"
+        return None, (f"models[{index}].path", f"{what} not found: {model.path}")
     try:  # a broken directory is the run's to report, per cell (other models still run): only read what is there
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None, None
     return _context_of(config, f"{directory.name}/config.json") if isinstance(config, dict) else None, None
+
+
+def _gguf_context(path: Path) -> tuple[int, str] | None:
+    """A GGUF's context length from its header; a broken file is the run's to report, per cell."""
+    from bench.models.gguf_read import GgufError, hf_config, read_gguf
+
+    try:
+        return _context_of(hf_config(read_gguf(path)), path.name)
+    except (GgufError, OSError, ValueError, KeyError):
+        return None
 
 
 def _context_of(config: dict[str, Any], source: str) -> tuple[int, str] | None:

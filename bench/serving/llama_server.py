@@ -91,7 +91,7 @@ def _flag(value: Any) -> str:
 def llama_server_command(spec: LlamaServerSpec, model: Path, port: int) -> list[str]:
     """llama-server on `model` (a GGUF) bound to 127.0.0.1:`port`, with the profile's settings. Benchmark
     hygiene: no prompt cache kept in RAM across requests (--cache-ram 0), /metrics on, no web UI."""
-    from bench.engines.llamacpp_engine import resolve_threads
+    from bench.engines.llamacpp_engine import cpu_has_amx, resolve_repack, resolve_threads
 
     binary = find_tool("llama-server", spec.binary, BINARY_ENV)
     threads = resolve_threads(spec.threads)
@@ -110,4 +110,6 @@ def llama_server_command(spec: LlamaServerSpec, model: Path, port: int) -> list[
     ]
     if spec.numa != "disabled":
         command += ["--numa", spec.numa]
+    if not resolve_repack(spec.repack, cpu_has_amx()):  # the binary is built natively: AMX where the CPU has it
+        command.append("--no-repack")
     return command + list(spec.args)
