@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", default="results", help="where new result sets go (default: results/)")
     run.add_argument("--output", help="exact directory for this result set")
     run.add_argument("--resume", metavar="RUN_DIR", help="complete a killed or failed run: redo only unfinished cells")
+    run.add_argument("--shard", metavar="I/N", help="run shard I of N (0 <= I < N; auto/N: I from the scheduler) "
+                     "into results-dir/CAMPAIGN/; run again, it resumes (docs/fleet.md)")
+    run.add_argument("--campaign", help="the campaign a shard belongs to (default: the profile's name and hash)")
+    run.add_argument("--group", help="a shard's machine group: its Slurm partition (default), k8s, local")
     _when_busy(run)
     _formats(run)
     _verb(run, "bench.run.commands:run_command")
