@@ -79,6 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     _formats(validate)
     _verb(validate, "bench.run.commands:validate_command")
 
+    submit = verbs.add_parser("submit", help="run a profile as a campaign of shards on Slurm or Kubernetes "
+                              "(docs/fleet.md)")
+    schedulers = submit.add_subparsers(dest="scheduler", metavar="SCHEDULER", required=True)
+    sl = schedulers.add_parser("slurm", help="one sbatch job array per partition; prints the job ids")
+    sl.add_argument("profile", nargs="?", help="profile YAML")
+    sl.add_argument("--shards", type=int, default=1, help="array tasks per partition (default 1)")
+    sl.add_argument("--partition", action="append", default=[],
+                    help="a partition (machine kind); several give one array each (default: the cluster's)")
+    sl.add_argument("--constraint", help="sbatch --constraint (node features)")
+    sl.add_argument("--gres", help="sbatch --gres, e.g. gpu:4")
+    sl.add_argument("--time", help="sbatch --time (default: from the plan's estimate of the largest shard)")
+    sl.add_argument("--account", help="sbatch --account")
+    sl.add_argument("--qos", help="sbatch --qos")
+    sl.add_argument("--shared", action="store_true", help="do not ask for whole nodes (default: --exclusive)")
+    sl.add_argument("--results", default="results", help="where the campaign directory goes (default: results/)")
+    sl.add_argument("--campaign", help="the campaign id (default: profile name, UTC time, a random suffix)")
+    sl.add_argument("--resume", metavar="CAMPAIGN_DIR", help="resubmit the campaign's shards that stopped or never ran")
+    sl.add_argument("--wait", action="store_true", help="wait until the campaign is over; exit as `status` does")
+    sl.add_argument("--schedule", metavar="CRON", help='submit on this schedule, e.g. "0 2 * * *" (a scrontab entry)')
+    _verb(sl, "bench.fleet.slurm_commands:submit_slurm_command")
+
+    status = verbs.add_parser("status", help="a campaign's shards: done, failed, running, queued; exit 0 when "
+                              "it completed cleanly, 1 when over but not clean, 3 while not over")
+    status.add_argument("campaign", help="the campaign directory (results/CAMPAIGN)")
+    _formats(status)
+    _verb(status, "bench.fleet.slurm_commands:status_command")
+
     models = verbs.add_parser("models", help="list the shipped architecture cards")
     _formats(models)
     _verb(models, "bench.planning.commands:models_command")
