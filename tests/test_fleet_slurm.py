@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import REPO, tiny_profile
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -79,7 +80,8 @@ def test_a_two_shard_campaign_runs_as_a_job_array_and_reads_as_one_run(slurm_clu
     assert f"#SBATCH --time={submission['time_limit']}" in script
 
     shards = sorted(p for p in directory.iterdir() if (p / "manifest.json").exists())
-    assert [p.name.split("-of-")[0] for p in shards] == [f"{submission['group']}-shard-0", f"{submission['group']}-shard-1"]
+    group = submission["group"]
+    assert [p.name.split("-of-")[0] for p in shards] == [f"{group}-shard-0", f"{group}-shard-1"]
     per_shard = [json.loads((p / "manifest.json").read_text()) for p in shards]
     assert all(m["status"] == "complete" and m["counts"]["COMPLETED"] == 2 for m in per_shard)
     assert {m["invocations"][0]["scheduler"]["SLURM_ARRAY_JOB_ID"] for m in per_shard} == set(submission["job_ids"])

@@ -110,8 +110,8 @@ def campaign_state(directory: Path, campaign: dict[str, Any], queue: dict[tuple[
     states = []
     for group, jobs in groups.items():
         for index in range(count):
-            state = ShardState(group, index, count, shares[index] if shares else None,
-                               [s for s in sets if s.campaign["group"] == group and s.campaign["shard"]["index"] == index])
+            mine = [s for s in sets if s.campaign["group"] == group and s.campaign["shard"]["index"] == index]
+            state = ShardState(group, index, count, shares[index] if shares else None, mine)
             state.task = next((queue[(j, index)] for j in jobs if (j, index) in queue), None)
             state.accounted = next((accounting[(j, index)] for j in jobs if (j, index) in accounting), None)
             if state.task is None and state.accounted is not None:
