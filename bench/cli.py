@@ -106,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     _formats(status)
     _verb(status, "bench.fleet.slurm_commands:status_command")
 
+    store = verbs.add_parser("store", help="one DuckDB results store for a fleet: add result sets, export Parquet; "
+                             "readers take STORE.duckdb like a folder (docs/fleet.md)")
+    actions = store.add_subparsers(dest="store_action", metavar="ACTION", required=True)
+    st_add = actions.add_parser("add", help="add result sets (by seal: those already in are skipped, tampered refused)")
+    st_add.add_argument("results", nargs="+", help="result sets, campaign directories or folders of them")
+    st_add.add_argument("--db", required=True, help="the store, e.g. fleet.duckdb (created when missing)")
+    _verb(st_add, "bench.fleet.store_commands:store_add_command")
+    st_exp = actions.add_parser("export", help="write each table of the store as a Parquet file")
+    st_exp.add_argument("--db", required=True)
+    st_exp.add_argument("--parquet", required=True, metavar="DIR")
+    _verb(st_exp, "bench.fleet.store_commands:store_export_command")
+    st_list = actions.add_parser("list", help="the result sets in the store")
+    st_list.add_argument("--db", required=True)
+    _formats(st_list)
+    _verb(st_list, "bench.fleet.store_commands:store_list_command")
+
     models = verbs.add_parser("models", help="list the shipped architecture cards")
     _formats(models)
     _verb(models, "bench.planning.commands:models_command")
