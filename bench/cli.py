@@ -95,10 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--shared", action="store_true", help="do not ask for whole nodes (default: --exclusive)")
     sl.add_argument("--results", default="results", help="where the campaign directory goes (default: results/)")
     sl.add_argument("--campaign", help="the campaign id (default: profile name, UTC time, a random suffix)")
-    sl.add_argument("--resume", metavar="CAMPAIGN_DIR", help="resubmit the campaign's shards that stopped or never ran")
+    sl.add_argument("--resume", metavar="CAMPAIGN_DIR",
+                    help="resubmit the campaign's shards that stopped, never ran or hold FAILED cells")
     sl.add_argument("--wait", action="store_true", help="wait until the campaign is over; exit as `status` does")
     sl.add_argument("--schedule", metavar="CRON", help='submit on this schedule, e.g. "0 2 * * *" (a scrontab entry)')
     _verb(sl, "bench.fleet.slurm_commands:submit_slurm_command")
+
+    k8s = schedulers.add_parser("k8s", help="an Indexed Job (or a CronJob) of the shards, one pod per node")
+    k8s.add_argument("profile", help="profile YAML (it travels in a ConfigMap)")
+    k8s.add_argument("--shards", type=int, default=1, help="pods, one shard each (default 1)")
+    k8s.add_argument("--image", required=True, help="the lokaal-bench image (Containerfile), in the cluster's registry")
+    k8s.add_argument("--namespace", default="default")
+    k8s.add_argument("--node-selector", action="append", default=[], metavar="KEY=VALUE",
+                     help="only nodes of this machine kind (repeatable)")
+    k8s.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu per pod")
+    k8s.add_argument("--cpus", type=int, default=4, help="whole cores per pod, requests = limits (default 4)")
+    k8s.add_argument("--memory", default="16Gi", help="memory per pod, requests = limits (default 16Gi)")
+    k8s.add_argument("--pvc", default="lokaal-bench-results", help="the ReadWriteMany claim for results and cache")
+    k8s.add_argument("--storage", default="100Gi", help="the claim's size, when this creates it (default 100Gi)")
+    k8s.add_argument("--schedule", metavar="CRON", help='a CronJob on this schedule, e.g. "0 2 * * *"')
+    k8s.add_argument("--results", default="results", help="where the campaign directory goes (default: results/)")
+    k8s.add_argument("--campaign", help="the campaign (Job) name (default: profile name, UTC time, a suffix)")
+    k8s.add_argument("--apply", action="store_true", help="kubectl apply the manifests")
+    _verb(k8s, "bench.fleet.k8s_commands:submit_k8s_command")
 
     status = verbs.add_parser("status", help="a campaign's shards: done, failed, running, queued; exit 0 when "
                               "it completed cleanly, 1 when over but not clean, 3 while not over")

@@ -37,7 +37,7 @@ CAMPAIGN_ENV = "LOKAAL_BENCH_CAMPAIGN"  # a pod's campaign id (its Job's name), 
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # What a scheduler says about the task that runs a shard, kept in the result set's invocations.
 SCHEDULER_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_PARTITION",
-                       "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST", "JOB_COMPLETION_INDEX", "HOSTNAME")
+                       "SLURM_RESTART_COUNT", "SLURM_JOB_NODELIST", "JOB_COMPLETION_INDEX", "NODE_NAME", "HOSTNAME")
 
 
 def machine_kind(environment: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from bench.errors import EXIT_OK, BenchError
 from bench.fleet import slurm
 from bench.fleet.campaign import campaign_directory
-from bench.fleet.status import DONE, DONE_WITH_FAILURES, QUEUED, RUNNING, CampaignState, campaign_state, job_ids
+from bench.fleet.status import DONE, QUEUED, RUNNING, CampaignState, campaign_state, job_ids
 from bench.fleet.submit import (
     open_campaign,
     package_root,
@@ -71,8 +71,9 @@ def submit_slurm_command(args: argparse.Namespace, out: Output) -> int:
 
 
 def _resubmit(directory: Path, args: argparse.Namespace, out: Output) -> int:
-    """Submit again the shards of each group that stopped or never ran (not those queued, running or done):
-    the same script, `--array` naming those indices; each resumes its result set."""
+    """Submit again the shards of each group that stopped, never ran or have FAILED cells (not those queued,
+    running or done): the same script, `--array` naming those indices; each resumes its result set, where
+    completed cells are kept and the others run again."""
     slurm.require("sbatch", "submit slurm --resume submits the unfinished shards with it")
     directory, campaign = campaign_directory(directory)
     state = current_state(directory, campaign)
@@ -80,8 +81,7 @@ def _resubmit(directory: Path, args: argparse.Namespace, out: Output) -> int:
     command = this_command()
     submitted = 0
     for group, script in scripts.items():
-        indices = [s.index for s in state.shards if s.group == group and s.state not in
-                   (DONE, DONE_WITH_FAILURES, RUNNING, QUEUED)]
+        indices = [s.index for s in state.shards if s.group == group and s.state not in (DONE, RUNNING, QUEUED)]
         if not indices:
             continue
         array = ",".join(str(i) for i in indices)
