@@ -146,11 +146,13 @@ def _run(command: list[str], timeout: float = 60.0) -> subprocess.CompletedProce
         raise BenchError(f"{command[0]} did not answer in {timeout:g} s") from None
 
 
-def sbatch(script: Path, array: str | None = None) -> str:
-    """Submit a script (optionally only some array indices); the job id."""
+def sbatch(script: Path, array: str | None = None, time_limit: str | None = None) -> str:
+    """Submit a script (optionally only some array indices, or with another time limit); the job id."""
     command = [require("sbatch", "submit slurm submits the job array with it"), "--parsable"]
     if array:
         command.append(f"--array={array}")
+    if time_limit:
+        command.append(f"--time={time_limit}")
     done = _run([*command, str(script)])
     if done.returncode != 0:
         raise BenchError(f"sbatch {script} failed: {(done.stderr or done.stdout).strip()}")
@@ -214,7 +216,7 @@ SCRON_MARK = "# lokaal-bench nightly campaign:"
 
 
 def scrontab_entry(schedule: str, name: str, command: Sequence[str], partition: str | None,
-                   log: Path) -> str:
+                   log: Path, environment: dict[str, str] | None = None) -> str:
     """A scrontab entry that runs the submission itself (a fresh campaign each time) on schedule."""
     fields = schedule.split()
     if len(fields) != 5:
@@ -222,7 +224,8 @@ def scrontab_entry(schedule: str, name: str, command: Sequence[str], partition: 
     lines = [f"{SCRON_MARK} {name}", "#SCRON --time=00:10:00", f"#SCRON --output={log}", "#SCRON --open-mode=append"]
     if partition:
         lines.append(f"#SCRON --partition={partition}")
-    lines.append(f"{schedule} " + " ".join(shlex.quote(w) for w in command))
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (environment or {}).items())
+    lines.append(f"{schedule} {prefix}" + " ".join(shlex.quote(w) for w in command))
     return "\n".join(lines) + "\n"
 
 

@@ -85,9 +85,10 @@ def _resubmit(directory: Path, args: argparse.Namespace, out: Output) -> int:
         if not indices:
             continue
         array = ",".join(str(i) for i in indices)
-        job_id = slurm.sbatch(directory / script, array)
+        job_id = slurm.sbatch(directory / script, array, args.time)
         record_submission(directory, {"scheduler": "slurm", "group": group, "script": script, "command": command,
-                                      "sbatch": ["sbatch", "--parsable", f"--array={array}", script],
+                                      "sbatch": ["sbatch", "--parsable", f"--array={array}",
+                                                 *([f"--time={args.time}"] if args.time else []), script],
                                       "array": array, "job_ids": [job_id]})
         out.message(f"resubmitted shard(s) {array} on {group}: job {job_id}")
         submitted += 1
@@ -114,8 +115,9 @@ def _schedule(args: argparse.Namespace, out: Output) -> int:
             command.append(str(profile) if word == args.profile else word)
     results = Path(args.results).resolve()
     results.mkdir(parents=True, exist_ok=True)
+    root = package_root()  # a source checkout: the entry's Python imports this lokaal-bench, as the scripts do
     entry = slurm.scrontab_entry(args.schedule, name, command, args.partition[0] if args.partition else None,
-                                 results / f"nightly-{name}.log")
+                                 results / f"nightly-{name}.log", {"PYTHONPATH": root} if root else {})
     kept = results / f"scrontab-{name}.txt"
     kept.write_text(entry, encoding="utf-8")
     installed, why = slurm.install_scrontab(entry, name, results)
