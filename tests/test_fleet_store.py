@@ -17,6 +17,7 @@ from conftest import REPO
 pytest.importorskip("duckdb", reason="the results store needs DuckDB (pip install -e '.[store]')")
 
 from bench.fleet.store import STORE_SCHEMA_VERSION, add, connect, export_parquet, load_from_store
+from bench.measure.metric_registry import METRICS
 from bench.results.load import load_result_set, load_result_sets
 
 DATA = REPO / "tests" / "data"
@@ -45,6 +46,8 @@ def test_every_set_round_trips_manifest_cells_and_records(tmp_path: Path) -> Non
             assert b.summary == a.summary
             assert [r.to_json() for r in b.records] == [r.to_json() for r in a.records]
             assert b.metric("output_tok_s") == a.metric("output_tok_s")
+            for base in METRICS:  # the samples stored at add time are the ones the records give
+                assert b.samples(base) == a.samples(base), base
 
 
 def test_adding_again_skips_by_seal_and_a_tampered_set_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 `fleet.duckdb` for all its runs, `fleet.duckdb::NAME` for one (a result set, a run id or a campaign).
 
 `add` loads a set's manifest, its cells' summaries and their per-request records, each in the current
-schema (upgraded and checked against the JSON schemas once, here, so readers need not again). It is
+schema (upgraded and checked against the JSON schemas once, here, so readers need not again), and each
+metric's samples as the registry derives them from the records (what history and compare test; a
+reader whose registry differs, by its fingerprint, derives them from the stored records instead). It is
 incremental by seal: a set whose seal the store holds is skipped; a set that was resumed since (same
 name, a new seal) replaces its older version; a set that does not verify (tampered, or not sealed yet)
 is refused. The store carries its schema version. Writers take an exclusive lock on `DB.lock` and
@@ -27,7 +29,7 @@ from bench.results.load import STORE_SEPARATOR, LoadedCell, LoadedResultSet
 from bench.results.records import RequestRecord
 
 STORE_SCHEMA_VERSION = 1
-TABLES = ("result_sets", "cells", "records")
+TABLES = ("result_sets", "cells", "records", "samples")
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
     """CREATE TABLE IF NOT EXISTS result_sets (seal VARCHAR PRIMARY KEY, name VARCHAR, run_id VARCHAR,
@@ -37,6 +39,10 @@ _SCHEMA = [
        status VARCHAR, summary JSON, PRIMARY KEY (seal, cell_id))""",
     """CREATE TABLE IF NOT EXISTS records (seal VARCHAR, cell_id VARCHAR, n INTEGER, repetition INTEGER,
        request_id INTEGER, ok BOOLEAN, record JSON)""",
+    # Each registry metric's samples per cell (bench/measure/metric_registry.py), derived from the records
+    # when the set is added: what history and compare test, read without parsing every record again.
+    """CREATE TABLE IF NOT EXISTS samples (seal VARCHAR, cell_id VARCHAR, metric VARCHAR, kind VARCHAR,
+       registry VARCHAR, payload JSON)""",
 ]
 
 
@@ -173,12 +179,16 @@ def _insert(con: Any, path: Path, seal: str, manifest: dict[str, Any],
                  None if summary is None else json.dumps(summary)) for n, entry, summary in cells]
         if rows:
             con.executemany("INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?)", rows)
-        records = []
+        records, samples = [], []
         for _, entry, _summary in cells:
             file = path / "cells" / entry["id"] / "records.jsonl.gz"
             if file.exists():
+                loaded = list(read_records(file))
                 records += [(seal, entry["id"], n, r.repetition, r.request_id, r.ok, json.dumps(r.to_json()))
-                            for n, r in enumerate(read_records(file))]
+                            for n, r in enumerate(loaded)]
+                samples += [(seal, entry["id"], *row) for row in _samples_rows(loaded)]
+        if samples:
+            con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)", samples)
         if records:
             frame = pd.DataFrame(records, columns=["seal", "cell_id", "n", "repetition", "request_id", "ok", "record"])
             con.register("incoming_records", frame)
@@ -188,6 +198,34 @@ def _insert(con: Any, path: Path, seal: str, manifest: dict[str, Any],
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def registry_fingerprint() -> str:
+    """Which metric definitions derived the stored samples: this lokaal-bench's version and metric names."""
+    import hashlib
+
+    from bench import __version__
+    from bench.measure.metric_registry import METRICS
+
+    return hashlib.sha256(f"{__version__}:{sorted(METRICS)}".encode()).hexdigest()[:12]
+
+
+def _samples_rows(records: list[RequestRecord]) -> list[tuple[str, str, str, str]]:
+    from bench.measure.metric_registry import METRICS, RateSample
+
+    fingerprint = registry_fingerprint()
+    rows = []
+    for base, metric in METRICS.items():
+        values = metric.samples(records)
+        payload = [[v.repetition, v.amount, v.seconds] if isinstance(v, RateSample) else v for v in values]
+        rows.append((base, metric.kind, fingerprint, json.dumps(payload)))
+    return rows
+
+
+def _decode_samples(kind: str, payload: list[Any]) -> list[Any]:
+    from bench.measure.metric_registry import RateSample
+
+    return [RateSample(*v) for v in payload] if kind == "rate" else payload
 
 
 def _replace_older(con: Any, name: str, manifest: dict[str, Any], seal: str) -> bool:
@@ -218,6 +256,7 @@ class _StoredRecords:
     def __init__(self, db: Path, seals: list[str]):
         self.db, self.seals = db, seals
         self._by_cell: dict[tuple[str, str], list[str]] | None = None
+        self._samples: dict[str, dict[tuple[str, str], list[Any]]] = {}
 
     def of(self, seal: str, cell_id: str) -> list[RequestRecord]:
         if self._by_cell is None:
@@ -229,6 +268,19 @@ class _StoredRecords:
                 self._by_cell.setdefault((row_seal, row_cell), []).append(record)
         return [RequestRecord.from_json(json.loads(r)) for r in self._by_cell.get((seal, cell_id), [])]
 
+    def samples(self, seal: str, cell_id: str, base: str) -> list[Any] | None:
+        """A metric's stored samples, all cells' fetched in one query; None where they were derived by
+        other metric definitions than this reader's (the records then give them)."""
+        if base not in self._samples:
+            found: dict[tuple[str, str], list[Any]] = {}
+            with connect(self.db, write=False) as con:
+                for row_seal, row_cell, kind, payload in con.execute(
+                        "SELECT seal, cell_id, kind, payload FROM samples WHERE metric = ? AND registry = ? AND "
+                        "list_contains(?, seal)", [base, registry_fingerprint(), self.seals]).fetchall():
+                    found[(row_seal, row_cell)] = _decode_samples(kind, json.loads(payload))
+            self._samples[base] = found
+        return self._samples[base].get((seal, cell_id))
+
 
 @dataclass(eq=False)
 class StoredCell(LoadedCell):
@@ -239,6 +291,12 @@ class StoredCell(LoadedCell):
         result_set = self.result_set
         assert isinstance(result_set, StoredResultSet) and result_set.stored_records is not None
         return result_set.stored_records.of(result_set.seal, self.id)
+
+    def samples(self, base: str) -> list[Any]:
+        result_set = self.result_set
+        assert isinstance(result_set, StoredResultSet) and result_set.stored_records is not None
+        stored = result_set.stored_records.samples(result_set.seal, self.id, base)
+        return super().samples(base) if stored is None else stored
 
     @cached_property
     def telemetry_samples(self) -> list[dict[str, Any]]:
