@@ -118,6 +118,10 @@ def test_readers_take_the_store_and_one_name_in_it(tmp_path: Path) -> None:
                                text=True, cwd=REPO)
     assert json.loads(history.stdout)["rows"] == json.loads(from_dirs.stdout)["rows"]
     assert len(load_result_sets([str(db)])) == len(SETS)
+    import bench
+
+    frame = bench.load(str(db))
+    assert len(frame) == sum(len(load_result_set(p).cells) for p in SETS)
     missing = subprocess.run([*run, "table", f"{db}::no-such-run"], capture_output=True, text=True, cwd=REPO)
     assert missing.returncode == 2 and "no-such-run" in missing.stderr
 
