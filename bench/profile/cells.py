@@ -132,11 +132,20 @@ def cell_identity(model: dict, engine: dict, workload: dict | None, scenario: di
         "v": CELL_ID_VERSION,
         "model": model_id,
         # fields added later enter the identity only when set, so earlier cells keep their ids
-        "engine": {k: v for k, v in engine.items() if not (k == "server" and v is None)},
+        "engine": _engine_identity(engine),
         "workload": workload_id,
         # A trace is identified by its content hash, not by where it lies on this machine.
         "scenario": {k: v for k, v in scenario.items() if not (k == "file" and scenario["kind"] == "trace")},
     }
+
+
+def _engine_identity(engine: dict[str, Any]) -> dict[str, Any]:
+    """Fields added later stay out while at their default: no server, weights from files."""
+    out = {k: v for k, v in engine.items() if not (k == "server" and v is None)
+           and not (k == "weights" and v == "files")}
+    if isinstance(out.get("server"), dict) and out["server"].get("weights") == "files":
+        out["server"] = {k: v for k, v in out["server"].items() if k != "weights"}
+    return out
 
 
 def cell_id(identity: dict[str, Any]) -> str:
@@ -210,6 +219,8 @@ def engine_label(engine: dict[str, Any]) -> str:
     for key, short in (("tensor_parallel_size", "tp"), ("pipeline_parallel_size", "pp"), ("data_parallel_size", "dp")):
         if engine.get(key, 1) != 1:
             parts.append(f"{short}{engine[key]}")
+    if "dummy" in (engine.get("weights"), (engine.get("server") or {}).get("weights")):
+        parts.append("dummy-weights")
     return "/".join(p for p in parts if p)
 
 

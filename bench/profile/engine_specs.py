@@ -10,6 +10,11 @@ from pydantic import Field, field_validator, model_validator
 from bench.profile.strict import Strict
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+# Where a card's weights come from: files lokaal-bench writes, or vLLM's dummy loader (load_format
+# "dummy": vLLM creates random weights itself, so the cache entry holds config and tokenizer only).
+Weights = Literal["files", "dummy"]
+WEIGHTS_DESCRIPTION = ("files: synthetic weight files written by lokaal-bench; dummy: none written, vLLM's "
+                       "dummy loader creates random weights (cards only)")
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 def _normalise_dtype(value: Any) -> Any:
@@ -37,6 +42,10 @@ class TransformersEngineSpec(Strict):
         """The dtype the model's weights are prepared in (a cell's engine has one value)."""
         return str(self.dtype)
 
+    @property
+    def weights_source(self) -> str:
+        return "files"
+
     @field_validator("device")
     @classmethod
     def _device(cls, value: str) -> str:
@@ -56,11 +65,14 @@ class ManagedServerSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")
     health_path: str = "/health"
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600
+    weights: Weights = Field("files", description="vllm: " + WEIGHTS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _command(self) -> ManagedServerSpec:
         if (self.kind == "command") != bool(self.command):
             raise ValueError("give 'command' with kind command (and only then)")
+        if self.weights == "dummy" and self.kind != "vllm":
+            raise ValueError("weights: dummy needs a server of kind vllm (its dummy loader makes the weights)")
         return self
 
 
@@ -102,6 +114,10 @@ class OpenAIEngineSpec(Strict):
         weights: prepared in bfloat16, the dtype servers load by default."""
         return "bfloat16"
 
+    @property
+    def weights_source(self) -> str:
+        return self.server.weights if self.server is not None else "files"
+
     @model_validator(mode="after")
     def _one_source(self) -> OpenAIEngineSpec:
         if bool(self.base_urls) == (self.server is not None):
@@ -138,6 +154,7 @@ class VllmEngineSpec(Strict):
     timing_tolerance_s: Annotated[float, Field(gt=0)] = Field(
         0.05, description="vLLM's own first/last-token times and the wall clock may differ by this much")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")
+    weights: Weights = Field("files", description=WEIGHTS_DESCRIPTION)
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
@@ -145,6 +162,10 @@ class VllmEngineSpec(Strict):
     def weights_dtype(self) -> str:
         """The dtype the model's weights are prepared in (a cell's engine has one value)."""
         return str(self.dtype)
+
+    @property
+    def weights_source(self) -> str:
+        return self.weights
 
 
 EngineSpec = Annotated[TransformersEngineSpec | OpenAIEngineSpec | VllmEngineSpec, Field(discriminator="kind")]

@@ -142,6 +142,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         seed=model_spec.seed,
         cache_dir=Path(run.model_cache_dir).expanduser() if run.model_cache_dir else None,
         allow_pickle=model_spec.allow_pickle,
+        weights=cell.engine.weights_source,
     )
     safety = {
         "allow_pickle": model_spec.allow_pickle,
@@ -185,6 +186,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         "model": {
             "name": model.name,
             "synthetic": model.synthetic,
+            "weights": model.weights_note,
             "card": model.card,
             "dtype": model.dtype,
             "identity": model.identity,

@@ -240,9 +240,11 @@ class Runner:
                     seed=model.seed,
                     cache_dir=_cache_dir(cell),
                     allow_pickle=model.allow_pickle,
+                    weights=key[4],
                     progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
                 )
-                self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
+                dummy = "/dummy-weights" if resolved.weights == "dummy" else ""  # weightless: no files to hash
+                self.model_dirs[f"{resolved.name}/{resolved.dtype}{dummy}"] = resolved.path
                 self.model_paths[key] = resolved.path
             except Exception as exc:  # the cells of this model fail; the others still run
                 failures[key] = f"model could not be prepared: {type(exc).__name__}: {exc}"
@@ -431,7 +433,8 @@ class Runner:
 
 def _model_key(cell: Cell) -> tuple[Any, ...]:
     model = cell.model
-    return (model.card, model.resolved_path or model.path, cell.engine.weights_dtype, model.seed)
+    return (model.card, model.resolved_path or model.path, cell.engine.weights_dtype, model.seed,
+            cell.engine.weights_source)
 
 
 def _cache_dir(cell: Cell) -> Path | None:
