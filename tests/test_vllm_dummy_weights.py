@@ -44,3 +44,25 @@ def test_a_card_cell_on_vllm_dummy_weights_completes_without_weight_files(tmp_pa
     assert (entry_dir / "config.json").is_file() and (entry_dir / "tokenizer.json").is_file()
     written = [p for p in cache.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".gguf")]
     assert written == [], written  # no weight file was written, by lokaal-bench or by vLLM
+
+
+@pytest.mark.slow  # a second vLLM start (the OpenAI server): kept out of CI's vLLM tier
+def test_the_managed_vllm_server_on_dummy_weights(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    profile = tiny_profile(
+        engines=[{"kind": "openai", "server": {
+            "kind": "vllm", "weights": "dummy", "args": ["--dtype", "bfloat16", "--max-model-len", "512"],
+            "env": {"VLLM_CPU_KVCACHE_SPACE": "1"}, "startup_timeout_s": 300}}],
+        scenarios=[{"kind": "concurrency", "users": [1], "requests": 3}],
+        run={"repetitions": 1, "warmup": 1, "cell_timeout_s": 600, "model_cache_dir": str(cache)},
+    )
+    out, done = run_bench(tmp_path, profile)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    (server,) = manifest["servers"].values()
+    assert server["command"][server["command"].index("--load-format") + 1] == "dummy"
+    [entry] = manifest["cells"]
+    summary = json.loads((out / entry["dir"] / "cell.json").read_text())
+    assert summary["status"] == "COMPLETED", summary["reason"]
+    assert summary["model"]["weights"] == "synthetic by vLLM's dummy loader"
+    assert not [p for p in cache.rglob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".gguf")]
