@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.models.chat_templates import chat_template
+
 # Cap on merges learnt from the sample text before synthetic padding. The sample is small, so the trainer
 # stops earlier (about a thousand merges: every word of the sample becomes a token).
 _TRAINED_MERGES = 3000
@@ -69,6 +71,9 @@ def _special_tokens(config: dict[str, Any], hints: dict[str, Any]) -> tuple[dict
                 by_id[token_id] = generic[role] if use_generic else f"<|{role}_{token_id}|>"
             if n == 0:  # the first id of a list is the tokenizer's eos; the others stay plain specials
                 roles[role] = by_id[token_id]
+        named = hints.get(f"{role}_token")  # a tokenizer whose bos is not the config's (DeepSeek-R1 distills)
+        if named in by_id.values():
+            roles[role] = named
     return dict(sorted(by_id.items())), roles
 
 
@@ -232,6 +237,9 @@ def write_tokenizer(config: dict[str, Any], out_dir: Path, hints: dict[str, Any]
             for t in specials
         },
     }
+    template = chat_template(hints.get("chat_template"))
+    if template is not None:  # the chat-completions route renders conversations with it
+        tok_config["chat_template"] = template
     special_map: dict[str, str] = {}
     for role in ("bos", "eos", "pad"):
         if role in roles:
