@@ -106,6 +106,7 @@ def build_summary(
     whole_cell_telemetry: dict[str, Any],
     started: str,
     finished: str,
+    server_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     reason = failure_reason(outcome, result)
     metrics = headline_metrics(records) if records else {}
