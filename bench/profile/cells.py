@@ -222,6 +222,9 @@ def engine_label(engine: dict[str, Any]) -> str:
     for key, short in (("tensor_parallel_size", "tp"), ("pipeline_parallel_size", "pp"), ("data_parallel_size", "dp")):
         if engine.get(key, 1) != 1:
             parts.append(f"{short}{engine[key]}")
+    server_args = (engine.get("server") or {}).get("args") or []
+    if engine.get("enable_prefix_caching") or "--enable-prefix-caching" in server_args:
+        parts.append("prefix-cache")  # cells that differ only in caching must be told apart in a table
     return "/".join(p for p in parts if p)
 
 

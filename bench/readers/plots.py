@@ -105,6 +105,27 @@ def latency_distributions(requests: Any) -> Any:
     return fig
 
 
+def ttft_by_turn(requests: Any) -> Any | None:
+    """Conversations: median TTFT of each turn (0: the first message), one line per cell; the history a
+    turn resends grows with it, so the line shows what a long conversation costs (and what a prefix cache
+    saves). None when no cell held conversations."""
+    if "turn" not in requests or requests["turn"].isna().all():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    measured = requests[(requests["repetition"] >= 0) & requests["error"].isna() & requests["turn"].notna()]
+    scale = METRICS["ttft"].scale
+    for (result_set, label), group in measured.groupby(["result_set", "label"]):
+        medians = group.groupby("turn")["ttft_s"].median() * scale
+        ax.plot(medians.index.astype(int), medians.values, marker="o", label=f"{result_set} {label}")
+    ax.set(xlabel="turn (0: the first message)", ylabel=f"TTFT p50 ({METRICS['ttft'].display_unit})",
+           title="Time to first token by conversation turn")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def memory(cells: Any) -> Any:
     """Peak memory against batch size (offline) and context depth (prefill-decode)."""
     plt = _pyplot()

@@ -169,6 +169,9 @@ def render_report(paths: Source | Iterable[Source], title: str | None = None) ->
     figures = [(name.replace("-", " "), _svg(fn(cells))) for name, fn in plots.FIGURES.items()]
     if not requests.empty:
         figures.insert(2, ("latency distributions", _svg(plots.latency_distributions(requests))))
+        by_turn = plots.ttft_by_turn(requests)
+        if by_turn is not None:
+            figures.insert(3, ("TTFT by conversation turn", _svg(by_turn)))
     title = title or "lokaal-bench report: " + ", ".join(manifests)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",

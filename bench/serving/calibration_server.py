@@ -42,6 +42,7 @@ class Behaviour:
     reasoning_format: str = "reasoning"  # reasoning | reasoning_content | tags
     invalid_structured: float = 0.0
     prefix_cache: bool = False
+    metrics: bool = True  # GET /metrics answers (else 404, as a server without it)
 
 
 class PrefixCache:
@@ -100,7 +101,7 @@ class CalibrationServer:
             models = {"object": "list", "data": [{"id": "calibration", "object": "model"}]}
             await _send_json(writer, 200, {} if path == "/health" else models)
             return
-        if method == "GET" and path == "/metrics":
+        if method == "GET" and path == "/metrics" and self.behaviour.metrics:
             await _send_text(writer, 200, self.metrics_text())
             return
         if method != "POST" or path not in ("/v1/completions", "/v1/chat/completions"):
@@ -317,8 +318,10 @@ def main() -> None:
                         help="this fraction of structured answers is cut short (not valid JSON)")
     parser.add_argument("--prefix-cache", action="store_true", help="count prefix-cache hits (a cache that never "
                                                                     "evicts) in /metrics")
+    parser.add_argument("--no-metrics", action="store_true", help="no /metrics route (HTTP 404)")
     args = parser.parse_args()
-    behaviour = Behaviour(args.reasoning, args.reasoning_format, args.invalid_structured, args.prefix_cache)
+    behaviour = Behaviour(args.reasoning, args.reasoning_format, args.invalid_structured, args.prefix_cache,
+                          not args.no_metrics)
     asyncio.run(serve(args.ttft, args.itl, args.port, ready=lambda port: print(port, flush=True), slots=args.slots,
                       errors=args.errors, behaviour=behaviour))
 
