@@ -277,3 +277,29 @@ def test_prometheus_text_and_who_may_be_scraped() -> None:
     assert scrape_refusal("http://127.0.0.1:8000/metrics", []) is None
     assert scrape_refusal("http://gpu-node:8000/metrics", ["gpu-node"]) is None
     assert "neither loopback" in scrape_refusal("http://10.1.2.3:8000/metrics", [])
+
+
+def test_conversations_replay_from_a_file(tiny_chat, tmp_path: Path) -> None:
+    chat, tokenizer = tiny_chat
+    path = tmp_path / "conversations.jsonl"
+    path.write_text(json.dumps({"turns": [{"user": "Welke regels gelden?", "output_tokens": 7, "think_time_s": 1.5},
+                                          {"input_tokens": 5}]}) + "\n")
+    workload = WorkloadSpec.model_validate({"name": "c", "kind": "conversation", "conversations_file": str(path),
+                                            "output_tokens": 3})
+    plan = next(conversation_stream(workload, 1))
+    assert [(t.user_text, t.user_tokens, t.output_tokens, t.think_time_s) for t in plan.turns] == [
+        ("Welke regels gelden?", None, 7, 1.5), (None, 5, 3, 0.0)]
+    state = ConversationState(plan, chat, lambda t: tokenizer.encode(t, add_special_tokens=False),
+                              lambda ids: tokenizer.decode(ids), None, "0/1")
+    first = state.request(0, 0.0)
+    assert first.messages == [{"role": "user", "content": "Welke regels gelden?"}]
+
+
+def test_a_bad_conversations_file_is_bad_input(write_profile, tmp_path: Path) -> None:
+    (tmp_path / "conversations.jsonl").write_text('{"turns": [{"user": "hoi", "input_tokens": 4}]}\n')
+    path = write_profile(tiny_profile(workloads=[{"name": "c", "kind": "conversation", "output_tokens": 4,
+                                                  "conversations_file": "conversations.jsonl"}]))
+    done = subprocess.run([sys.executable, "-m", "bench", "validate", str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "workloads[0].conversations_file" in done.stderr and "line 1, turn 0" in done.stderr

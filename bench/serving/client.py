@@ -446,6 +446,9 @@ def _chunk_tokens(choice: dict[str, Any]) -> tuple[int, list[int] | None]:
         text = _reasoning_text(choice) or _tool_call_text(choice)
     if text is None:
         return 0, None
+    delta = choice.get("delta")
+    if not text and isinstance(delta, dict) and delta.get("role"):
+        return 0, None  # the chat route's opening chunk names the role and carries no token (vLLM, OpenAI)
     return (1 if text or choice.get("finish_reason") is None else 0), None
 
 
