@@ -151,6 +151,18 @@ def test_served_conversation_and_shared_documents_with_the_servers_view(write_pr
     assert documents["server_metrics"]["available"] and documents["server_metrics"]["n_samples"] >= 2
     assert (out / "cells" / documents["cell_id"] / "server-metrics.jsonl.gz").exists()
     assert {r.document for r in records} <= set(range(4))
+    # the figures: TTFT by turn, and the server's own view over time; the report puts both in
+    figures = tmp_path / "figures"
+    done = subprocess.run([sys.executable, "-m", "bench", "plot", str(out), "--output-dir", str(figures)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (figures / "ttft-by-turn.png").stat().st_size and (figures / "server.png").stat().st_size
+    report = tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "bench", "report", str(out), "--output", str(report)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    html = report.read_text()
+    assert "TTFT by conversation turn" in html and "The server&#x27;s own view" in html or "server's own view" in html
 
 
 def test_an_unreachable_metrics_page_is_a_note_not_a_failure(write_profile, tmp_path: Path) -> None:

@@ -212,5 +212,8 @@ def plot_command(args: argparse.Namespace, out: Output) -> int:
     by_turn = plots.ttft_by_turn(requests)
     if by_turn is not None:  # conversations
         written.append(plots.save(by_turn, directory / f"ttft-by-turn.{args.format}"))
+    server = plots.server_view(sets)
+    if server is not None:  # served cells whose server's /metrics was read
+        written.append(plots.save(server, directory / f"server.{args.format}"))
     out.message(f"{len(written)} figure(s) in {directory}: " + ", ".join(p.name for p in written))
     return EXIT_OK

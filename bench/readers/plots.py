@@ -126,6 +126,36 @@ def ttft_by_turn(requests: Any) -> Any | None:
     return fig
 
 
+def server_view(sets: Any) -> Any | None:
+    """The server's own /metrics through each served cell (loaded result sets): requests running and
+    waiting, and KV-cache usage, against seconds since the cell's first sample; the client's TTFT p50
+    in each line's label. None when no cell has samples."""
+    series = []
+    for result_set in sets:
+        for cell in result_set.cells:
+            good = [s for s in cell.server_samples if "values" in s]
+            if good:
+                ttft = (((cell.summary or {}).get("metrics") or {}).get("ttft") or {}).get("p50")
+                client = f" (TTFT p50 {ttft * 1000:.0f} ms)" if ttft else ""
+                series.append((f"{result_set.name} {cell.label}{client}", good))
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14.4, 4.0))
+    for label, good in series:
+        t0 = good[0]["t"]
+        for ax, name in zip(axes, ("running", "waiting", "kv_cache_usage"), strict=True):
+            points = [(s["t"] - t0, s["values"][name]) for s in good if name in s["values"]]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=label)
+    for ax, title in zip(axes, ("requests running", "requests waiting", "KV-cache usage (fraction)"), strict=True):
+        ax.set(xlabel="seconds into the cell", title=f"Server: {title}")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def memory(cells: Any) -> Any:
     """Peak memory against batch size (offline) and context depth (prefill-decode)."""
     plt = _pyplot()

@@ -203,6 +203,9 @@ def render_report(paths: Source | Iterable[Source], title: str | None = None) ->
         by_turn = plots.ttft_by_turn(requests)
         if by_turn is not None:
             figures.insert(3, ("TTFT by conversation turn", _svg(by_turn)))
+    server = plots.server_view(sets)
+    if server is not None:
+        figures.append(("the server's own view (/metrics)", _svg(server)))
     title = title or "lokaal-bench report: " + ", ".join(manifests)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
