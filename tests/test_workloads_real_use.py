@@ -315,3 +315,18 @@ def test_a_bad_conversations_file_is_bad_input(write_profile, tmp_path: Path) ->
                           timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "workloads[0].conversations_file" in done.stderr and "line 1, turn 0" in done.stderr
+
+
+def test_new_workload_fields_left_at_their_defaults_keep_the_cell_id(tmp_path: Path) -> None:
+    from bench.profile.cells import expand
+    from bench.profile.loading import parse_profile
+
+    def cell_id(**workload: object) -> str:
+        profile = parse_profile(tiny_profile(workloads=[{"name": "w", "input_tokens": 16, "output_tokens": 8,
+                                                         **workload}]), str(tmp_path / "p.yaml"))
+        return expand(profile, tmp_path / "p.yaml")[0].id
+
+    plain = cell_id()
+    assert cell_id(salt=False, kind="requests") == plain
+    assert cell_id(salt=True) != plain
+    assert cell_id(kind="shared-documents", documents={"count": 2, "tokens": 8}) != plain
