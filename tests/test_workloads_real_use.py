@@ -106,21 +106,25 @@ def test_history_beyond_the_context_is_dropped_oldest_first(tiny_chat) -> None:
 
 
 def test_in_process_conversation_records_turns(write_profile, tmp_path: Path) -> None:
-    done, out = run(write_profile, tmp_path, tiny_profile(workloads=[CONVERSATION],
-                                                          run={"repetitions": 1, "warmup": 1, "min_duration_s": 0}))
+    done, out = run(write_profile, tmp_path, tiny_profile(
+        workloads=[CONVERSATION], scenarios=[{"kind": "single-stream", "requests": 3},
+                                             {"kind": "offline", "batch_sizes": [2], "batches": 1}],
+        run={"repetitions": 1, "warmup": 1, "min_duration_s": 0}))
     assert done.returncode == 0, done.stdout + done.stderr
-    [(summary, records)] = cells(out).values()
-    measured = [r for r in records if not r.warmup]
-    by_conversation: dict[int, list] = {}
-    for r in measured:
-        by_conversation.setdefault(r.conversation, []).append(r)
-    for turns in by_conversation.values():
-        turns.sort(key=lambda r: r.turn)
-        assert [r.turn for r in turns] == [0, 1, 2]
-        for before, after in itertools.pairwise(turns):  # the whole previous prompt and answer
-            assert after.history_tokens == before.input_tokens + before.output_tokens
-    view = summary["conversation"]
-    assert [t["turn"] for t in view["turns"]] == [0, 1, 2] and view["history_dropped"]["requests"] == 0
+    for summary, records in cells(out).values():
+        measured = [r for r in records if not r.warmup]
+        by_conversation: dict[int, list] = {}
+        for r in measured:
+            by_conversation.setdefault(r.conversation, []).append(r)
+        for turns in by_conversation.values():
+            turns.sort(key=lambda r: r.turn)
+            assert [r.turn for r in turns] == [0, 1, 2]
+            for before, after in itertools.pairwise(turns):  # the whole previous prompt and answer
+                assert after.history_tokens == before.input_tokens + before.output_tokens
+        view = summary["conversation"]
+        assert [t["turn"] for t in view["turns"]] == [0, 1, 2] and view["history_dropped"]["requests"] == 0
+    offline = next(s for s, _ in cells(out).values() if "offline" in s["label"])
+    assert {r.batch_size for r in cells(out)[offline["label"]][1]} == {2}  # two conversations side by side
     table = subprocess.run([sys.executable, "-m", "bench", "table", str(out), "--format", "json"],
                            capture_output=True, text=True, timeout=120)
     row = json.loads(table.stdout)["rows"][0]
