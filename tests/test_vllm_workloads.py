@@ -81,9 +81,11 @@ def test_prefix_caching_on_and_off_is_measured_by_vllm(result) -> None:
     off = next(s for label, s in found.items() if "prefix-cache" not in label)["prefix_cache"]
     on = next(s for label, s in found.items() if "prefix-cache" in label)["prefix_cache"]
     assert off["caching"] is False and on["caching"] is True
-    assert off["ideal_hit_rate"] == on["ideal_hit_rate"] > 0.5  # the same requests
+    # the same seeded stream (how far into it each cell got depends on the server's speed)
+    assert off["ideal_hit_rate"] > 0.5 and on["ideal_hit_rate"] > 0.5
     assert off["measured_hit_rate"] == 0
-    assert on["measured_hit_rate"] > 0.5 and on["measured_source"].startswith("server /metrics")
+    assert on["measured_source"].startswith("server /metrics")
+    assert on["ideal_hit_rate"] - on["tolerance"] <= on["measured_hit_rate"] <= on["ideal_hit_rate"]
     table = subprocess.run([sys.executable, "-m", "bench", "table", str(out), "--format", "json"],
                            capture_output=True, text=True, timeout=120)
     rows = json.loads(table.stdout)["rows"]
