@@ -89,7 +89,9 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
         error = f"short output: {produced} of {request.output_tokens} tokens"
     record = RequestRecord(
         request_id=request.index, repetition=repetition, batch_index=batch_index, batch_size=1,
-        input_tokens=len(result.prompt_token_ids or request.prompt_token_ids),
+        # a conversation's turn: the prompt as the server rendered and tokenised its messages
+        input_tokens=len(result.prompt_token_ids if request.turn is not None and result.prompt_token_ids
+                         else request.prompt_token_ids),
         expected_output_tokens=request.output_tokens,
         submit_time=scheduled - ctx.t0, first_token_time=times[0] if times else None,
         end_time=times[-1] if times else None, token_times=times, output_tokens=produced,
