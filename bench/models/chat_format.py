@@ -20,6 +20,7 @@ from typing import Any
 
 MARKERS = ("QZUSERAQZ", "QZANSWERBQZ", "QZUSERCQZ")
 _WORD = re.compile(r"^ [A-Za-z]{2,}$")
+_BARE_WORD = re.compile(r"^[A-Za-z]{2,}$")
 
 Turn = tuple[list[int], list[int]]  # (a user message's ids, its answer's ids)
 
@@ -35,6 +36,10 @@ class ChatFormat:
     before_answer: list[int]  # after a user message of the history, before its answer
     after_answer: list[int]  # after an answer, before the next user message
     words: tuple[int, ...]  # ids whose text is " word" and which encode back to themselves
+    # Templates that trim each message (Llama 3, Gemma 2): a message must not begin with a space, so its
+    # first id is one of these ("word", encoding back to itself) and the rendered text keeps every id.
+    trims: bool = False
+    bare_words: tuple[int, ...] = ()
 
     @property
     def stable(self) -> bool:
@@ -64,12 +69,13 @@ def _pieces(tokenizer: Any, messages: list[dict[str, str]]) -> list[str]:
     return [*pieces, text]
 
 
-def word_tokens(tokenizer: Any) -> tuple[int, ...]:
-    """The vocabulary's word tokens (text ' ' + two or more letters) that encode back to themselves."""
+def word_tokens(tokenizer: Any, pattern: re.Pattern[str] = _WORD) -> tuple[int, ...]:
+    """The vocabulary's word tokens (text ' ' + two or more letters; or, with _BARE_WORD, letters alone) that
+    encode back to themselves."""
     vocabulary = tokenizer.get_vocab()
     candidates = sorted(vocabulary.values())
     texts = tokenizer.batch_decode([[i] for i in candidates])
-    words = [(i, t) for i, t in zip(candidates, texts, strict=True) if _WORD.match(t)]
+    words = [(i, t) for i, t in zip(candidates, texts, strict=True) if pattern.match(t)]
     encoded = tokenizer([t for _, t in words], add_special_tokens=False)["input_ids"]
     return tuple(i for (i, _), ids in zip(words, encoded, strict=True) if ids == [i])
 
@@ -98,7 +104,14 @@ def chat_format(tokenizer: Any, source: str = "the tokenizer") -> ChatFormat:
     words = word_tokens(tokenizer)
     if not words:
         raise ChatTemplateError(f"{source}'s vocabulary has no word tokens to write synthetic messages with")
-    return ChatFormat(encode(start), encode(generation), encode(before_answer), encode(after_answer), words)
+    padded = tokenizer.apply_chat_template([{"role": "user", "content": f" {user_a} "}], tokenize=False,
+                                           add_generation_prompt=True)
+    trims = f" {user_a}" not in padded
+    bare = word_tokens(tokenizer, _BARE_WORD) if trims else ()
+    if trims and not bare:
+        raise ChatTemplateError(f"{source}'s template trims messages and its vocabulary has no bare word tokens")
+    return ChatFormat(encode(start), encode(generation), encode(before_answer), encode(after_answer), words,
+                      trims, bare)
 
 
 def load_chat_format(model_dir: Path) -> tuple[ChatFormat, Any]:

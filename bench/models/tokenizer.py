@@ -245,5 +245,11 @@ def write_tokenizer(config: dict[str, Any], out_dir: Path, hints: dict[str, Any]
         if role in roles:
             tok_config[f"{role}_token"] = roles[role]
             special_map[f"{role}_token"] = roles[role]
+    contents = {t["content"] for t in specials}
+    if config.get("model_type") in ("qwen2", "qwen3") and "<|endoftext|>" not in contents and "eos" in roles:
+        # Qwen2's tokenizer class falls back to <|endoftext|> for pad and unk, which would add a token the
+        # vocabulary does not have (DeepSeek-R1's distills name theirs differently): name the eos instead.
+        for role in ("pad", "unk"):
+            tok_config.setdefault(f"{role}_token", roles["eos"])
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")

@@ -58,8 +58,10 @@ def conversations(ctx: ScenarioContext, stream: int) -> Iterator[ConversationSta
         return str(tokenizer.decode(ids, skip_special_tokens=True))
 
     for plan in conversation_stream(ctx.workload, stream):
-        salt = ([random.Random(f"{ctx.salt_nonce}/{stream}/{plan.index}").choice(chat.words) for _ in range(8)]
-                if ctx.workload.salt else [])
+        rng = random.Random(f"{ctx.salt_nonce}/{stream}/{plan.index}")
+        salt = [rng.choice(chat.words) for _ in range(8)] if ctx.workload.salt else []
+        if salt and chat.trims:
+            salt[0] = rng.choice(chat.bare_words)
         yield ConversationState(plan, chat, encode, decode, ctx.context_tokens,
                                 f"{ctx.workload.seed}/{stream}", salt)
 

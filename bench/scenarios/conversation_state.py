@@ -60,6 +60,8 @@ class ConversationState:
         else:
             rng = random.Random(f"{self.seed}/{self.plan.index}/{turn}")
             ids = [rng.choice(self.chat.words) for _ in range(planned.user_tokens or 1)]
+            if self.chat.trims:  # the template strips a message's leading space: begin with a bare word
+                ids[0] = rng.choice(self.chat.bare_words)
         if turn == 0 and self.salt:
             ids = self.salt + ids
         return ids, self.decode(ids)
