@@ -146,7 +146,7 @@ def _problems(summaries: list[tuple[str, dict[str, Any]]]) -> str:
 def _capacity_and_projection(sets: list[LoadedResultSet]) -> str:
     """Per-node capacity of the capacity cells (what `plan` divides N users by), and decode tok/s
     measured and projected against model size where cells with rooflines allow a projection."""
-    from bench.measure.slo import describe
+    from bench.measure.slo import SLOSpec, describe
     from bench.planning.capacity_plan import node_capacities
     from bench.planning.projection import calibration_samples, held_out_errors, size_points
     from bench.readers.plots import projection_vs_size
@@ -161,7 +161,7 @@ def _capacity_and_projection(sets: list[LoadedResultSet]) -> str:
         for c in capacities:
             watts = c.power.watts
             power = c.power.source if watts is None else f"{watts:,.0f} W ({c.power.source})"
-            cells = [c.machine, c.model, c.engine, c.workload, describe(c.slo)]
+            cells = [c.machine, c.model, c.engine, c.workload, describe(SLOSpec.model_validate(c.slo))]
             body += ("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in cells) + f"<td class='num'>{_num(c.users, 2)}</td>"
                      f"<td>{_e(c.basis)}</td><td>{_e(power)}</td>"
                      f"<td class='num'>{_num(None if watts is None else watts * 24 / 1000, 2)}</td></tr>")

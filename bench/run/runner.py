@@ -22,6 +22,7 @@ from typing import Any
 from bench import __version__, scrub
 from bench.atomic import write_json
 from bench.errors import BenchError, ResultSetError
+from bench.fleet.shards import Shard
 from bench.measure.cell_summary import build_summary
 from bench.measure.roofline import for_cell as roofline_for_cell
 from bench.measure.sizing import plan_measurement
@@ -64,19 +65,26 @@ class RunSetup:
     source: str  # the profile's text, kept in the manifest so `rerun` can run exactly it again
     skip: set[str] = field(default_factory=set)
     when_busy: str = WAIT  # another run measuring on this machine: wait for it, or mark (bench/run/machine_lock.py)
+    all_cell_ids: list[str] = field(default_factory=list)  # the whole profile's, in its order (a shard runs some)
+    campaign: dict[str, Any] | None = None  # a shard's campaign record (bench/fleet/campaign.py), kept in the manifest
+    invocation: dict[str, Any] = field(default_factory=dict)  # what to add to this invocation's record
 
 
 def prepare_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
-             machine_id: str, source: str | None = None, when_busy: str = WAIT) -> RunSetup:
+             machine_id: str, source: str | None = None, when_busy: str = WAIT, shard: Shard | None = None) -> RunSetup:
     """`source`: the profile's text when it does not come from `profile_path` itself (rerun);
-    `profile_path` still anchors its relative paths. Everything that can be checked before running
-    is checked here (bench/profile/preflight.py through the profile loader, then the disk space)."""
+    `profile_path` still anchors its relative paths. `shard`: run only its share of the cells
+    (bench/fleet/shards.py). Everything that can be checked before running is checked here
+    (bench/profile/preflight.py through the profile loader, then the disk space)."""
     if source is None:
         source = read_profile_text(profile_path)
         profile = profile_from_text(source, profile_path)
     else:
         profile = profile_from_text(source, profile_path, f"{profile_path} (as stored in the result set)")
     cells = expand(profile, profile_path)
+    all_ids = [c.id for c in cells]
+    if shard is not None:
+        cells = shard.select(cells)
     if resume is not None:
         result_set = ResultSet(resume)
         manifest = result_set.read_manifest()
@@ -88,13 +96,13 @@ def prepare_run(profile_path: Path, results_root: Path, output: Path | None, res
             )
         done = result_set.completed_cells()
         check_space(estimate([c for c in cells if c.id not in done], resume))
-        return RunSetup(profile_path, profile, cells, result_set, True, source, done, when_busy)
+        return RunSetup(profile_path, profile, cells, result_set, True, source, done, when_busy, all_ids)
     if output is not None and (output / "manifest.json").exists():
         raise BenchError(f"{output} already holds a result set; choose another --output or use --resume")
     check_space(estimate(cells, output or results_root))
     return RunSetup(profile_path, profile, cells, ResultSet(output or _claim_run_dir(results_root, profile.name,
                                                                                     machine_id)),
-                   False, source, when_busy=when_busy)
+                   False, source, when_busy=when_busy, all_cell_ids=all_ids)
 
 
 def _claim_run_dir(results_root: Path, profile_name: str, machine_id: str) -> Path:
@@ -169,6 +177,9 @@ class Runner:
                 "cells": [],
             }
         self.manifest["status"] = "running"
+        self.manifest["invocations"][-1].update(self.plan.invocation)
+        if self.plan.campaign is not None:
+            self.manifest["campaign"] = self.plan.campaign
         # Privacy: whether any cell of this set kept prompt and response text (a resume may have turned it on).
         stored = bool((self.manifest.get("privacy") or {}).get("store_text"))
         self.manifest["privacy"] = {"store_text": stored or self.plan.profile.run.store_text}
