@@ -70,7 +70,12 @@ def default_cache_dir() -> Path:
 
 def build_hash(card: Card) -> str:
     """Short hash of everything that determines the files apart from dtype and seed."""
-    payload = {"config": card.config, "tokenizer": card.tokenizer, "materialiser": MATERIALISER_VERSION}
+    from bench.models.chat_templates import chat_template
+
+    payload: dict[str, Any] = {"config": card.config, "tokenizer": card.tokenizer, "materialiser": MATERIALISER_VERSION}
+    template = chat_template(card.tokenizer.get("chat_template"))
+    if template is not None:  # the template's text, so an edited template rebuilds the directory
+        payload["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
 
 

@@ -34,6 +34,8 @@ class TransformersEngineSpec(Strict):
     threads: Literal["auto"] | Annotated[int, Field(ge=1)] | list[int] = "auto"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     compile: bool = False
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
@@ -90,6 +92,11 @@ class OpenAIEngineSpec(Strict):
     api_key_env: str | None = Field(None, description="environment variable holding the API key (never stored)")
     ignore_eos: bool = True
     request_timeout_s: Annotated[float, Field(gt=0)] = 600
+    think_tags: bool = Field(False, description="reasoning comes inside <think>...</think> in the answer's text "
+                                                "(a server without a reasoning parser); reasoning_content is "
+                                                "always read")
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     @field_validator("base_urls")
     @classmethod
@@ -155,6 +162,8 @@ class VllmEngineSpec(Strict):
         0.05, description="vLLM's own first/last-token times and the wall clock may differ by this much")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")
     weights: Weights = Field("files", description=WEIGHTS_DESCRIPTION)
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 

@@ -191,14 +191,22 @@ class LoadedCell:
     @cached_property
     def telemetry_samples(self) -> list[dict[str, Any]]:
         """The raw telemetry samples ([] when there are none)."""
-        path = self.directory / "telemetry.jsonl.gz"
+        return self._samples("telemetry.jsonl.gz")
+
+    @cached_property
+    def server_samples(self) -> list[dict[str, Any]]:
+        """Served cells: the server's /metrics samples ([] when there are none; bench/telemetry/server_metrics.py)."""
+        return self._samples("server-metrics.jsonl.gz")
+
+    def _samples(self, name: str) -> list[dict[str, Any]]:
+        path = self.directory / name
         if not path.exists():
             return []
         try:
             with gzip.open(path, "rt", encoding="utf-8") as src:
                 return [json.loads(line) for line in src if line.strip()]
         except (OSError, EOFError, zlib.error, json.JSONDecodeError) as exc:
-            raise ResultSetError(f"{path}: unreadable telemetry ({exc})") from None
+            raise ResultSetError(f"{path}: unreadable samples ({exc})") from None
 
 
 @dataclass(eq=False)

@@ -273,7 +273,7 @@ class Runner:
 
         cell_dir = self.result_set.cell_dir(cell.id)
         cell_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("result.json", "records.jsonl.gz", "network.jsonl"):
+        for stale in ("result.json", "records.jsonl.gz", "network.jsonl", "server-metrics.jsonl.gz"):
             (cell_dir / stale).unlink(missing_ok=True)
         spec_path = cell_dir / "spec.json"
         plan = plan_measurement(cell.run, cell.scenario)
@@ -301,6 +301,8 @@ class Runner:
             memory_limit=limit,
             telemetry_interval_s=run.telemetry_interval_s,
             on_event=lambda event: self.observer.cell_event(cell, event),
+            server_metrics_url=_server_metrics_url(cell, spec),
+            allowed_hosts=cell.run.allow_hosts,
         )
         finished = utc_now()
         scrub.file(cell_dir / "cell.log")  # the cell's own output: whatever a library printed
@@ -310,7 +312,15 @@ class Runner:
         telemetry = summarise_telemetry(outcome.samples, tuple(window) if window else None)
         whole = summarise_telemetry(outcome.samples, None)
         self.result_set.write_samples(cell.id, outcome.samples)
-        summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished)
+        server_view = None
+        if outcome.server_metrics is not None:  # the server's own view, beside the client's
+            from bench.telemetry.server_metrics import summarise_server_metrics
+
+            scraped = outcome.server_metrics
+            self.result_set.write_samples(cell.id, scraped["samples"], "server-metrics.jsonl.gz")
+            server_view = summarise_server_metrics(scraped["samples"], tuple(window) if window else None,
+                                                   scraped["url"], scraped["reason"])
+        summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished, server_view)
         summary["memory_limit"] = limit.record()
         others = self.lock.others_during(started_wall, time.time())
         if others:  # another run measured during this cell: its numbers are not this machine's alone
@@ -429,6 +439,14 @@ class Runner:
         for name, path in self.model_dirs.items():
             models[name] = model_weight_hashes(path)
         self.manifest = seal(self.result_set.path, self.manifest, models)
+
+
+def _server_metrics_url(cell: Cell, spec: dict[str, Any]) -> str | None:
+    """Where a served cell's server publishes its Prometheus metrics (its first endpoint's /metrics)."""
+    from bench.telemetry.server_metrics import metrics_url
+
+    urls = spec.get("managed_base_urls") or getattr(cell.engine, "base_urls", None) or []
+    return metrics_url(urls[0]) if cell.served and cell.run.server_metrics and urls else None
 
 
 def _model_key(cell: Cell) -> tuple[Any, ...]:
