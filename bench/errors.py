@@ -5,6 +5,8 @@ from __future__ import annotations
 # The command's exit codes: success; a run with FAILED cells, regressions or disagreement; bad input
 # (a message, no traceback); interrupted.
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# `status` of a campaign whose shards are still queued or running (bench/fleet/status.py).
+EXIT_IN_PROGRESS = 3
 
 
 class BenchError(Exception):

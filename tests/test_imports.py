@@ -50,6 +50,15 @@ def test_every_verb_dispatches_to_a_function() -> None:
 
     from bench.cli import _resolve, build_parser
 
-    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    for name, parser in verbs.choices.items():
+    def leaves(parser: argparse.ArgumentParser, name: str):  # `submit slurm`, `store add`: verbs of verbs
+        nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not nested:
+            yield name, parser
+        for action in nested:
+            for sub, child in action.choices.items():
+                yield from leaves(child, f"{name} {sub}".strip())
+
+    found = list(leaves(build_parser(), ""))
+    assert {"run", "submit slurm", "submit k8s", "status", "store add"} <= {n for n, _ in found}
+    for name, parser in found:
         assert callable(_resolve(parser.get_default("handler"))), name

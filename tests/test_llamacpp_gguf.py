@@ -88,7 +88,7 @@ def test_every_card_architecture_loads_in_llama_cpp(tmp_path: Path) -> None:
         extra = sum(t.nbytes // 4 for t in gguf_plan(mini.config) if t.name == "rope_freqs.weight")
         assert loaded["params"] == mini.parameter_count() + extra, card.name
         assert loaded["finite"] and loaded["vocab"] == 512, card.name
-    assert {kind[0] for kind in seen} == {"llama", "mistral", "mixtral", "qwen2", "gemma2", "phi3"}
+    assert {kind[0] for kind in seen} == {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3"}
 
 
 def test_the_gguf_is_the_same_model_as_the_safetensors(model_cache: Path) -> None:

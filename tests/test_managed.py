@@ -54,7 +54,7 @@ def test_the_runner_starts_records_and_stops_the_server(write_profile, tmp_path:
         assert summary["status"] == "COMPLETED", summary["reason"]
         assert summary["config"]["engine"]["base_urls"] == []  # the port is not part of the cell's identity
         spec = json.loads((out / entry["dir"] / "spec.json").read_text())
-        assert spec["cell"]["engine"]["base_urls"] == [server["url"]]
+        assert spec["managed_base_urls"] == [server["url"]]  # where the cell's process sends its requests
 
 
 def test_a_server_that_does_not_start_fails_its_cells_with_the_reason(write_profile, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ EXPECTED_CARDS = {
     "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b", "llama-3.3-70b",
     "qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-14b", "qwen2.5-32b", "qwen2.5-72b",
     "mistral-7b", "mixtral-8x7b", "gemma-2-9b", "phi-3-mini", "tiny-llama",
+    "qwen3-8b", "deepseek-r1-distill-qwen-7b",
 }  # fmt: skip
 
 # Parameter counts as published on the model pages / reported by transformers for the real checkpoints.
@@ -32,6 +33,8 @@ PUBLISHED_COUNTS = {
     "mixtral-8x7b": 46_702_792_704,
     "gemma-2-9b": 9_241_705_984,
     "phi-3-mini": 3_821_079_552,
+    "qwen3-8b": 8_190_735_360,  # 8.2B, 6.95B without the embeddings (Qwen3's model card)
+    "deepseek-r1-distill-qwen-7b": 7_615_616_512,  # Qwen2.5-Math-7B's architecture
 }
 
 

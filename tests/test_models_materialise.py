@@ -26,6 +26,7 @@ from bench.models import (  # noqa: E402
     read_marker,
     resolve_model,
 )
+from bench.models.cards import list_cards  # noqa: E402
 from bench.models.materialise import cache_entry_name, tensor_plan  # noqa: E402
 from bench.models.tokenizer import write_tokenizer  # noqa: E402
 
@@ -155,7 +156,8 @@ def test_tokenizer_is_deterministic(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["llama-3.2-1b", "qwen2.5-0.5b", "mistral-7b", "mixtral-8x7b", "gemma-2-9b", "phi-3-mini"]
+    "name", ["llama-3.2-1b", "qwen2.5-0.5b", "mistral-7b", "mixtral-8x7b", "gemma-2-9b", "phi-3-mini", "qwen3-8b",
+             "deepseek-r1-distill-qwen-7b"]
 )
 def test_family_conventions(tmp_path: Path, name: str) -> None:
     card = shrunk(name)
@@ -347,3 +349,22 @@ def test_no_hub_access_needed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setenv("HF_HOME", os.fspath(tmp_path / "empty-hf-home"))
     load(tiny_dir)
     transformers.AutoTokenizer.from_pretrained(tiny_dir, local_files_only=True)
+
+
+@pytest.mark.parametrize("name", sorted(c.name for c in list_cards()))
+def test_every_card_renders_conversations_with_its_chat_template(tmp_path: Path, name: str) -> None:
+    """The template a card names is in its tokenizer_config.json, and a conversation's prompt built from the
+    template's pieces in token ids is what the tokenizer renders from the messages (what a server does)."""
+    from bench.models.chat_format import chat_format
+
+    card = load_card(name)
+    write_tokenizer(card.config, tmp_path, card.tokenizer)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    chat = chat_format(tokenizer, name)
+    first = chat.bare_words if chat.trims else chat.words  # a trimming template keeps no leading space
+    user, answer, follow = ([first[k], chat.words[k + 1]] for k in (0, 2, 4))
+    messages = [{"role": "user", "content": tokenizer.decode(user)},
+                {"role": "assistant", "content": tokenizer.decode(answer)},
+                {"role": "user", "content": tokenizer.decode(follow)}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert tokenizer.encode(text, add_special_tokens=False) == chat.prompt([(user, answer)], follow)

@@ -131,3 +131,17 @@ def test_several_endpoints_are_reported_each_and_in_total(write_profile, tmp_pat
     assert summary["metrics"]["duration_s"]["value"] >= 1.0  # and the nightly time floor held
     assert TTFT <= per[fast_key]["ttft"]["p50"] < slow_ttft <= per[slow_key]["ttft"]["p50"]
     assert per[fast_key]["failed"] == per[slow_key]["failed"] == 0
+
+
+def test_the_chat_routes_opening_role_chunk_is_no_token() -> None:
+    """vLLM's chat stream opens with {"delta": {"role": "assistant", "content": ""}}: not the first token."""
+    from bench.serving.client import Connection, StreamResult
+
+    result = StreamResult(sent=0.0)
+    events = [b'data: {"choices":[{"delta":{"role":"assistant","content":""},"finish_reason":null}],'
+              b'"prompt_token_ids":[1,2,3]}',
+              b'data: {"choices":[{"delta":{"content":" a"},"token_ids":[7],"finish_reason":null}]}',
+              b'data: {"choices":[{"delta":{"content":" b"},"token_ids":[8],"finish_reason":"length"}]}']
+    for now, event in enumerate(events, start=1):
+        assert not Connection._event(event, float(now), result)
+    assert result.first_token == 2.0 and result.exact_token_ids == [7, 8] and result.prompt_token_ids == [1, 2, 3]

@@ -95,6 +95,29 @@ def test_transformers_and_vllm_cells_sit_side_by_side(side_by_side) -> None:
         assert cells[("vllm", kind)]["prompts_sha256"] == cells[("transformers", kind)]["prompts_sha256"]
 
 
+def test_compare_and_the_table_agree_on_the_decode_rates_of_real_vllm_cells(side_by_side) -> None:
+    """Issue 13: one definition per metric, on a result set a real vLLM wrote (not only on shaped records)."""
+    from bench.readers.compare import compare
+    from bench.results.load import load_result_set
+
+    out, _ = side_by_side
+    loaded = load_result_set(out)
+    metrics = ["decode_tok_s", "stream_decode_tok_s", "output_tok_s"]
+    agreed = compare(loaded, loaded, metrics)
+    table = subprocess.run([sys.executable, "-m", "bench", "table", str(out), "--format", "json"],
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    rows = {r["cell_id"]: r for r in json.loads(table.stdout)["rows"]}
+    vllm_cells = [c for c in loaded.cells if c.engine_kind == "vllm" and c.completed]
+    assert vllm_cells
+    for cell in vllm_cells:
+        (compared,) = [c for c in agreed.cells if c.cell_id == cell.id]
+        by_metric = {m.metric: m.a for m in compared.metrics}
+        assert by_metric["decode_tok_s"] > 0
+        assert rows[cell.id]["decode_tok_s"] == pytest.approx(by_metric["decode_tok_s"], rel=1e-9)
+        assert rows[cell.id]["decode_tok_s"] == cell.summary["metrics"]["decode_tok_s"]["value"]
+
+
 @pytest.mark.slow  # about 5 minutes on 2 cores: kept out of CI's vLLM tier (pytest -m vllm runs it)
 def test_tensor_parallel_on_two_cores_and_a_failing_start(tmp_path: Path) -> None:
     profile = tiny_profile(

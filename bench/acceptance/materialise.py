@@ -27,9 +27,8 @@ def profile_models(profile_path: Path) -> list[tuple[str, str, int]]:
 
     seen: dict[tuple[str, str, int], None] = {}
     for cell in expand(load_profile(profile_path), profile_path):
-        if cell.model.get("card"):
-            key = (str(cell.model["card"]), str(cell.engine.get("dtype", "bfloat16")), int(cell.model.get("seed", 0)))
-            seen[key] = None
+        if cell.model.card:
+            seen[(cell.model.card, cell.engine.weights_dtype, cell.model.seed)] = None
     return list(seen)
 
 

@@ -72,10 +72,14 @@ class ServedEngine(EngineBase, Protocol):
 
     api_key: str | None  # sent as a bearer token; never written anywhere
     request_timeout_s: float
+    think_tags: bool  # reasoning comes inside <think>...</think> in the answer's text
 
     @property
     def route(self) -> str:
         """The path after an endpoint's prefix: /completions or /chat/completions."""
+
+    def route_for(self, request: Request) -> str:
+        """The route of one request (conversations and structured answers: chat)."""
 
     def address(self, index: int) -> tuple[str, int, str]:
         """(host, port, path prefix) of the endpoint request `index` goes to (round robin)."""

@@ -31,6 +31,7 @@ class OpenAIEngine:
         key_env = settings.api_key_env
         self.api_key = os.environ.get(key_env) if key_env else None
         self.request_timeout_s = settings.request_timeout_s
+        self.think_tags = settings.think_tags  # reasoning inside <think>...</think> in the answer's text
         if key_env and not self.api_key:
             raise RuntimeError(f"the profile names {key_env} for the API key, but it is not set")
         self.server_models: list[Any] = []
@@ -40,6 +41,10 @@ class OpenAIEngine:
     @property
     def route(self) -> str:
         return "/chat/completions" if self.settings.api == "chat" else "/completions"
+
+    def route_for(self, request: Request) -> str:
+        """A conversation's turn and a structured request go to the chat route whatever `api` says."""
+        return "/chat/completions" if request.messages is not None or request.options else self.route
 
     def address(self, index: int) -> tuple[str, int, str]:
         """(host, port, path prefix) of endpoint `index`."""
@@ -136,7 +141,7 @@ class OpenAIEngine:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        if self.settings.ignore_eos:
+        if self.settings.ignore_eos and request.structured is None:  # a structure ends when it is complete
             body.update(ignore_eos=True, min_tokens=request.output_tokens)
         if self.settings.server is not None and self.settings.server.kind == "vllm":
             body["return_token_ids"] = True  # exact token counts per chunk (a vLLM extension)
@@ -144,8 +149,12 @@ class OpenAIEngine:
             # llama-server: a token count in every chunk (timings_per_token), and no reuse of a slot's
             # KV cache for a prompt that shares a prefix with the last one (as prefix caching stays off).
             body.update(timings_per_token=True, cache_prompt=False)
-        if self.settings.api == "chat":  # chat takes text: the synthetic tokens, decoded
+        if request.messages is not None:  # a conversation's turn: its history and new message, as chat
+            body.pop("prompt")
+            body["messages"] = request.messages
+        elif self.route_for(request).startswith("/chat"):  # chat takes text: the synthetic tokens, decoded
             body["messages"] = [{"role": "user", "content": self.decode(body.pop("prompt"))}]
+        body.update(request.options or {})
         return body
 
     def decode(self, token_ids: list[int]) -> str:

@@ -111,7 +111,9 @@ class VllmEngine:
             kv_gib = min(CPU_DEFAULT_KV_CACHE_GIB, _available_memory_bytes() / 4 / GIB) / self.ranks
         if kv_gib is not None:
             args["kv_cache_memory_bytes"] = int(kv_gib * GIB)
-        if not self.model_info.get("allow_pickle", False):
+        if s.weights == "dummy":  # a weightless card directory: vLLM creates random weights itself
+            args["load_format"] = "dummy"
+        elif not self.model_info.get("allow_pickle", False):
             args["load_format"] = "safetensors"
         args.update(s.engine_args)
         return args

@@ -85,6 +85,36 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
     return check
 
 
+def workload_views(cell: Cell, records: list[RequestRecord], server: dict[str, Any] | None) -> dict[str, Any]:
+    """What a workload's own kind adds: turns (conversations), the prefix cache (ideal beside the server's),
+    structured answers' validity, reasoning apart from answers, and the server's own /metrics view. Only
+    the views a cell has, so other cells' summaries keep their shape."""
+    from bench.measure.conversation import conversation_summary
+    from bench.measure.prefix_cache import prefix_cache_summary
+    from bench.measure.reasoning import reasoning_summary
+    from bench.measure.structured import structured_summary
+    from bench.profile.documents import expected_hit_rate
+
+    views: dict[str, Any] = {}
+    if server is not None:
+        views["server_metrics"] = server
+    documents = cell.workload.documents if cell.workload is not None else None
+    expected = None
+    measured = [r for r in records if not r.warmup]
+    if documents is not None and measured:
+        question = sum(r.input_tokens - (r.salt_tokens or 0) for r in measured) / len(measured) - documents.tokens
+        expected = expected_hit_rate(documents, max(question, 0.0), len(measured), len(records) - len(measured))
+    for name, view in (("conversation", conversation_summary(records)),
+                       ("prefix_cache", prefix_cache_summary(cell, records, server, expected)),
+                       ("structured", structured_summary(records)),
+                       ("reasoning", reasoning_summary(records))):
+        if view is not None:
+            views[name] = view
+    if "prefix_cache" in views:
+        views["prefix_cache"]["tolerance"] = cell.run.prefix_hit_tolerance
+    return views
+
+
 def failure_reason(outcome: Outcome, result: dict[str, Any] | None) -> str | None:
     if outcome.failure:
         return outcome.failure
@@ -106,6 +136,7 @@ def build_summary(
     whole_cell_telemetry: dict[str, Any],
     started: str,
     finished: str,
+    server_metrics: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     reason = failure_reason(outcome, result)
     metrics = headline_metrics(records) if records else {}
@@ -175,5 +206,6 @@ def build_summary(
         workload = cell.workload.name if cell.workload else "?"
         summary["capacity"] = capacity.capacity_headline(cell.scenario, workload, records)
     summary["sizing"] = sizing_summary(result.get("sizing"), metrics)  # the floors applied, the precision reached
+    summary.update(workload_views(cell, records, server_metrics))
     summary["validity"] = judge(summary, cell.run.rules)
     return summary

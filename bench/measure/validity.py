@@ -64,6 +64,10 @@ def judge(summary: dict[str, Any], rules_name: str) -> dict[str, Any]:
     reasons += _load_generator_checks(summary)
     reasons += _prefix_cache_checks(summary)
     reasons += _concurrent_run_checks(summary)
+    reasons += _structured_checks(summary)
+    server = summary.get("server_metrics")
+    if server and not server.get("available"):  # the run went on without the server's own view
+        notes.append(f"the server's /metrics was not read: {server.get('reason')}")
     return {
         "verdict": "INVALID" if reasons else "VALID",
         "rules": rules.name,
@@ -154,6 +158,25 @@ def _prefix_cache_checks(summary: dict[str, Any]) -> list[str]:
     hits = (summary.get("engine_stats") or {}).get("prefix_cache_hits")
     if not engine.get("enable_prefix_caching") and hits:
         return [f"{hits} prefix-cache hit(s) although prefix caching was declared off"]
+    cache = summary.get("prefix_cache") or {}
+    measured, ideal = cache.get("measured_hit_rate"), cache.get("ideal_hit_rate")
+    if cache.get("caching") is False and measured:
+        return [f"prefix-cache hit rate {measured:.0%} measured although prefix caching was declared off"]
+    tolerance = cache.get("tolerance")
+    if cache.get("caching") and measured is not None and ideal is not None and tolerance is not None \
+            and ideal - measured > tolerance:
+        return [f"prefix-cache hit rate {measured:.0%} measured ({cache.get('measured_source')}) against an ideal "
+                f"{ideal:.0%}: more than {tolerance:.0%} apart (evictions, a cache too small, or prompts that do not "
+                "share what the workload says)"]
+    return []
+
+
+def _structured_checks(summary: dict[str, Any]) -> list[str]:
+    structured = summary.get("structured") or {}
+    if structured.get("invalid"):
+        problems = "; ".join(f"{n}x {p}" for p, n in (structured.get("problems") or {}).items())
+        return [f"{structured['invalid']} of {structured['answered']} structured answers ({structured['kind']}) "
+                f"were not valid: {problems}"]
     return []
 
 

@@ -91,6 +91,14 @@ class ResolvedModel:
     config: dict[str, Any] = field(default_factory=dict, repr=False)
     # GGUF models (llama.cpp): the file's real tensor bytes by ggml type, and what a decode step reads.
     gguf: dict[str, Any] | None = field(default=None, repr=False)
+    weights: str = "files"  # "dummy": no weight files; vLLM's dummy loader creates the weights
+
+    @property
+    def weights_note(self) -> str:
+        """Where the loaded weights come from, as a cell records it."""
+        if self.weights == "dummy":
+            return "synthetic by vLLM's dummy loader"
+        return "synthetic, written by lokaal-bench" if self.synthetic else "files of the local directory"
 
 
 def resolve_model(
@@ -103,15 +111,19 @@ def resolve_model(
     progress: Progress | None = None,
     gguf: bool = False,
     quantization: str | None = None,
+    weights: str = "files",
 ) -> ResolvedModel:
     """Either materialise a card with synthetic weights, or check a local model directory.
 
     Exactly one of `card` and `path` must be given. `dtype` may be "auto": the checkpoint's dtype for a
     local directory, bfloat16 for a card. `gguf` (llama.cpp): a GGUF file instead, at `quantization`
-    (bench/models/gguf_resolve.py).
+    (bench/models/gguf_resolve.py). `weights` "dummy" (cards only): a weightless directory for vLLM's
+    dummy loader.
     """
     if (card is None) == (path is None):
         raise ModelError("give exactly one of a model card (--model) or a local model directory (--model-path)")
+    if weights == "dummy" and card is None:
+        raise ModelError(f"{path}: weights: dummy is for cards; a local directory's weights are its files")
     if gguf:
         from bench.models.gguf_resolve import resolve_gguf
 
@@ -122,7 +134,7 @@ def resolve_model(
     if card is not None:
         the_card = load_card(card)
         dtype = _SYNTHETIC_AUTO_DTYPE if dtype == "auto" else normalise_dtype(dtype)
-        directory = materialise(the_card, dtype, seed=seed, cache_dir=cache_dir, progress=progress)
+        directory = materialise(the_card, dtype, seed=seed, cache_dir=cache_dir, progress=progress, weights=weights)
         return _synthetic(
             the_card.name,
             directory,
@@ -132,6 +144,7 @@ def resolve_model(
             the_card.parameter_count(),
             config_sha256=the_card.config_sha256(),
             version=MATERIALISER_VERSION,
+            weights=weights,
         )
 
     local = inspect_local_model(Path(str(path)), allow_pickle=allow_pickle)
@@ -173,6 +186,7 @@ def _synthetic(
     *,
     config_sha256: str,
     version: str,
+    weights: str = "files",
 ) -> ResolvedModel:
     identity = {
         "kind": "synthetic",
@@ -182,6 +196,8 @@ def _synthetic(
         "dtype": dtype,
         "materialiser_version": version,
     }
+    if weights == "dummy":  # vLLM's random weights, not the seeded ones: another model
+        identity = {**identity, "seed": None, "weights": "dummy"}
     return ResolvedModel(
         name=card,
         path=directory,
@@ -192,6 +208,7 @@ def _synthetic(
         parameter_count=count,
         weight_bytes=count * DTYPE_BYTES[dtype],
         config=config,
+        weights=weights,
     )
 
 

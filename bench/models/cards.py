@@ -31,7 +31,7 @@ _DTYPE_ALIASES: dict[str, str] = {
 }
 
 # model_type -> family rules used by the analytic counts. Gemma-style RMSNorms compute x * (1 + w).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "gemma2", "phi3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "phi3")
 _TIE_DEFAULT = {"gemma2": True}  # transformers' config default where the card does not say
 ONE_PLUS_NORM_MODEL_TYPES = frozenset({"gemma", "gemma2", "gemma3", "gemma3_text"})
 
@@ -159,8 +159,10 @@ def _dims(cfg: dict[str, Any]) -> _Dims:
     attn = h * q_out + 2 * h * kv_out + q_out * h
     if mt == "qwen2":  # Qwen2 always has q/k/v biases, never an o bias
         attn += q_out + 2 * kv_out
-    elif cfg.get("attention_bias", False) and mt in ("llama", "gemma2"):
+    elif cfg.get("attention_bias", False) and mt in ("llama", "gemma2", "qwen3"):
         attn += q_out + 2 * kv_out + h
+    if mt == "qwen3":  # per-head RMSNorm on queries and keys (q_norm, k_norm)
+        attn += 2 * hd
 
     mlp = 3 * h * inter  # gate, up (fused gate_up_proj for phi3: same count), down
     if mt == "llama" and cfg.get("mlp_bias", False):

@@ -52,8 +52,8 @@ from bench.models.tokenizer import build_tokenizer_json
 GGUF_WRITER_VERSION = "1"
 MARKER_PREFIX = "lokaal_bench."
 # Hugging Face model_type -> llama.cpp architecture (Mistral and Mixtral are Llama to llama.cpp).
-ARCHITECTURES = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "gemma2": "gemma2",
-                 "phi3": "phi3"}
+ARCHITECTURES = {"llama": "llama", "mistral": "llama", "mixtral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
+                 "gemma2": "gemma2", "phi3": "phi3"}
 _PERMUTED_QK = frozenset({"llama", "mistral", "mixtral"})  # llama.cpp's normal (interleaved) RoPE
 
 Progress = Callable[[int, int], None]
@@ -94,6 +94,9 @@ def hf_tensors(config: dict[str, Any]) -> list[TensorSpec]:
                       TensorSpec(p + "self_attn.k_proj.bias", (kv * hd,), "zeros"),
                       TensorSpec(p + "self_attn.v_proj.bias", (kv * hd,), "zeros")]
         specs.append(TensorSpec(p + "self_attn.o_proj.weight", (h, heads * hd), "normal"))
+        if mt == "qwen3":  # per-head RMSNorm of queries and keys
+            specs += [TensorSpec(p + "self_attn.q_norm.weight", (hd,), norm),
+                      TensorSpec(p + "self_attn.k_norm.weight", (hd,), norm)]
         if config.get("attention_bias") and mt in ("llama", "gemma2"):
             specs.append(TensorSpec(p + "self_attn.o_proj.bias", (h,), "zeros"))
         if mt == "mixtral":

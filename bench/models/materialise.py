@@ -70,12 +70,19 @@ def default_cache_dir() -> Path:
 
 def build_hash(card: Card) -> str:
     """Short hash of everything that determines the files apart from dtype and seed."""
-    payload = {"config": card.config, "tokenizer": card.tokenizer, "materialiser": MATERIALISER_VERSION}
+    from bench.models.chat_templates import chat_template
+
+    payload: dict[str, Any] = {"config": card.config, "tokenizer": card.tokenizer, "materialiser": MATERIALISER_VERSION}
+    template = chat_template(card.tokenizer.get("chat_template"))
+    if template is not None:  # the template's text, so an edited template rebuilds the directory
+        payload["chat_template_sha256"] = hashlib.sha256(template.encode()).hexdigest()
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:12]
 
 
-def cache_entry_name(card: Card, dtype: str, seed: int) -> str:
+def cache_entry_name(card: Card, dtype: str, seed: int, weights: str = "files") -> str:
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", card.name)
+    if weights == "dummy":  # no weight files, so no seed: vLLM's dummy loader makes the weights
+        return f"{safe}-{normalise_dtype(dtype)}-noweights-{build_hash(card)}"
     return f"{safe}-{normalise_dtype(dtype)}-seed{int(seed)}-{build_hash(card)}"
 
 
@@ -88,7 +95,7 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("synthetic") is True else None
 
 
-def _is_complete(path: Path, card: Card, dtype: str, seed: int) -> bool:
+def _is_complete(path: Path, card: Card, dtype: str, seed: int, weights: str = "files") -> bool:
     # The marker is written last and the directory renamed into place after it, so a marker that matches
     # means a finished build. (A crashed build leaves only a hidden .tmp sibling, never this path.)
     marker = read_marker(path)
@@ -96,7 +103,8 @@ def _is_complete(path: Path, card: Card, dtype: str, seed: int) -> bool:
         marker
         and marker.get("card") == card.name
         and marker.get("dtype") == dtype
-        and marker.get("seed") == seed
+        and (weights == "dummy" or marker.get("seed") == seed)
+        and marker.get("weights", "files") == weights
         and marker.get("build_hash") == build_hash(card)
     )
 
@@ -111,8 +119,10 @@ def materialise(
     cache_dir: Path | None = None,
     progress: Progress | None = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    weights: str = "files",
 ) -> Path:
     """Return a complete model directory for `card` with synthetic weights, building it if not cached.
+    With weights "dummy" the directory is weightless (config and tokenizer only), for vLLM's dummy loader.
 
     `progress(done_bytes, total_bytes)` is called while weights are written (not at all on a cache hit).
     """
@@ -120,12 +130,12 @@ def materialise(
     seed = int(seed)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    final = root / cache_entry_name(card, dtype, seed)
-    if _is_complete(final, card, dtype, seed):
+    final = root / cache_entry_name(card, dtype, seed, weights)
+    if _is_complete(final, card, dtype, seed, weights):
         return final
 
     with _file_lock(root / f".{final.name}.lock"):
-        if _is_complete(final, card, dtype, seed):  # another process finished it while we waited
+        if _is_complete(final, card, dtype, seed, weights):  # another process finished it while we waited
             return final
         # We hold the lock, so any temporary sibling belongs to a builder that died: clear it.
         for stale in root.glob(f".{final.name}.tmp-*"):
@@ -135,7 +145,10 @@ def materialise(
         tmp = root / f".{final.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         tmp.mkdir()
         try:
-            _build(card, dtype, seed, tmp, progress, max_shard_bytes)
+            if weights == "dummy":
+                _build_weightless(card, dtype, tmp)
+            else:
+                _build(card, dtype, seed, tmp, progress, max_shard_bytes)
             fsync_dir(tmp)
             os.rename(tmp, final)
             fsync_dir(root)
@@ -174,7 +187,7 @@ def _fsync_file(path: Path) -> None:
 # -- building -------------------------------------------------------------------------------------------------
 
 
-def _build(card: Card, dtype: str, seed: int, out: Path, progress: Progress | None, max_shard_bytes: int) -> None:
+def _write_config_and_tokenizer(card: Card, dtype: str, out: Path) -> None:
     import transformers
 
     # transformers_version as save_pretrained writes it: without it, transformers 5 treats a local
@@ -184,6 +197,32 @@ def _build(card: Card, dtype: str, seed: int, out: Path, progress: Progress | No
     generation = {k: card.config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in card.config}
     _write_json(out / "generation_config.json", generation)
     write_tokenizer(card.config, out, card.tokenizer)
+
+
+def _build_weightless(card: Card, dtype: str, out: Path) -> None:
+    """Config and tokenizer only: vLLM's dummy loader (load_format "dummy") creates the weights."""
+    _write_config_and_tokenizer(card, dtype, out)
+    _write_json(
+        out / MARKER_NAME,
+        {
+            "synthetic": True,
+            "weights": "dummy",
+            "note": "No weight files: vLLM's dummy loader creates random weights at load time; not the "
+                    "published model's weights, and not lokaal-bench's seeded synthetic weights.",
+            "card": card.name,
+            "hf_id": card.hf_id,
+            "card_config_sha256": card.config_sha256(),
+            "build_hash": build_hash(card),
+            "materialiser_version": MATERIALISER_VERSION,
+            "dtype": dtype,
+            "parameter_count": card.parameter_count(),
+            "weight_files": {},
+        },
+    )
+
+
+def _build(card: Card, dtype: str, seed: int, out: Path, progress: Progress | None, max_shard_bytes: int) -> None:
+    _write_config_and_tokenizer(card, dtype, out)
 
     plan = tensor_plan(out)
     std = float(card.config.get("initializer_range") or 0.02)

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.models.chat_templates import chat_template
+
 # Cap on merges learnt from the sample text before synthetic padding. The sample is small, so the trainer
 # stops earlier (about a thousand merges: every word of the sample becomes a token).
 _TRAINED_MERGES = 3000
@@ -69,6 +71,9 @@ def _special_tokens(config: dict[str, Any], hints: dict[str, Any]) -> tuple[dict
                 by_id[token_id] = generic[role] if use_generic else f"<|{role}_{token_id}|>"
             if n == 0:  # the first id of a list is the tokenizer's eos; the others stay plain specials
                 roles[role] = by_id[token_id]
+        named = hints.get(f"{role}_token")  # a tokenizer whose bos is not the config's (DeepSeek-R1 distills)
+        if named in by_id.values():
+            roles[role] = named
     return dict(sorted(by_id.items())), roles
 
 
@@ -232,10 +237,19 @@ def write_tokenizer(config: dict[str, Any], out_dir: Path, hints: dict[str, Any]
             for t in specials
         },
     }
+    template = chat_template(hints.get("chat_template"))
+    if template is not None:  # the chat-completions route renders conversations with it
+        tok_config["chat_template"] = template
     special_map: dict[str, str] = {}
     for role in ("bos", "eos", "pad"):
         if role in roles:
             tok_config[f"{role}_token"] = roles[role]
             special_map[f"{role}_token"] = roles[role]
+    contents = {t["content"] for t in specials}
+    if config.get("model_type") in ("qwen2", "qwen3") and "<|endoftext|>" not in contents and "eos" in roles:
+        # Qwen2's tokenizer class falls back to <|endoftext|> for pad and unk, which would add a token the
+        # vocabulary does not have (DeepSeek-R1's distills name theirs differently): name the eos instead.
+        for role in ("pad", "unk"):
+            tok_config.setdefault(f"{role}_token", roles["eos"])
     (out_dir / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2, ensure_ascii=False) + "\n")
     (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False) + "\n")

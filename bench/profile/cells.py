@@ -42,10 +42,12 @@ from bench.profile.scenario_specs import (
 )
 from bench.profile.spec import Profile
 from bench.profile.trace_file import load_trace, trace_sha256
-from bench.profile.workload_specs import WorkloadSpec
+from bench.profile.workload_specs import ADDED_FIELDS, WorkloadSpec
 
 # Bump only when the meaning of a cell's configuration changes; ids change with it.
 CELL_ID_VERSION = 1
+# Engine settings added after the first cells were measured: in the identity only when not at these defaults.
+ADDED_ENGINE_FIELDS: dict[str, Any] = {"server": None, "think_tags": False, "weights": "files"}
 
 
 class CellModel(ModelSpec):
@@ -55,14 +57,15 @@ class CellModel(ModelSpec):
 
 
 class CellWorkload(WorkloadSpec):
-    """A cell's workload: a prompt file with its absolute path and the hash that identifies it."""
+    """A cell's workload: a prompt or conversations file with its absolute path and the hash that identifies it."""
 
     prompts_sha256: str | None = Field(None, description="a prompt file's content hash (its identity)")
+    conversations_sha256: str | None = Field(None, description="a conversations file's content hash (its identity)")
 
 
 def _dump(spec: BaseModel, drop_unset: tuple[str, ...] = ()) -> dict[str, Any]:
     """A spec as the plain dict that spec.json and cell.json hold; fields a cell adds stay out while unset."""
-    data = spec.model_dump()
+    data = spec.model_dump(by_alias=True)  # as a profile spells it (a JSON schema's `schema`)
     for name in drop_unset:
         if data.get(name) is None:
             data.pop(name, None)
@@ -92,7 +95,8 @@ class Cell:
             "label": self.label,
             "model": _dump(self.model, ("resolved_path",)),
             "engine": _dump(self.engine),
-            "workload": _dump(self.workload, ("prompts_sha256",)) if self.workload is not None else None,
+            "workload": _dump(self.workload, ("prompts_sha256", "conversations_sha256"))
+            if self.workload is not None else None,
             "scenario": _dump(self.scenario),
             "run": _dump(self.run),
         }
@@ -124,20 +128,34 @@ def cell_identity(model: dict, engine: dict, workload: dict | None, scenario: di
     model_id = ModelSpec.model_validate({k: v for k, v in model.items() if k != "resolved_path"}).identity()
     workload_id = None
     if workload is not None:
-        # A prompt file is identified by its content hash, not by where it lies on this machine.
-        workload_id = {k: v for k, v in workload.items() if k not in ("prompts_file", "name", "prompts_sha256")}
+        # A prompt file is identified by its content hash, not by where it lies on this machine; fields
+        # added later enter the identity only when they differ from their defaults.
+        workload_id = {k: v for k, v in workload.items()
+                       if k not in ("prompts_file", "name", "prompts_sha256", "conversations_file",
+                                    "conversations_sha256") and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])}
         if workload.get("prompts_file"):
             workload_id["prompts_sha256"] = workload.get("prompts_sha256")
+        if workload.get("conversations_file"):
+            workload_id["conversations_sha256"] = workload.get("conversations_sha256")
     return {
         "v": CELL_ID_VERSION,
         "model": model_id,
-        # fields added later enter the identity only when set, so earlier cells keep their ids; `models`
-        # only chooses which models an engine runs, not how a cell is measured
-        "engine": {k: v for k, v in engine.items() if not (k == "server" and v is None) and k != "models"},
+        # fields added later enter the identity only when set, so earlier cells keep their ids
+        "engine": _engine_identity(engine),
         "workload": workload_id,
         # A trace is identified by its content hash, not by where it lies on this machine.
         "scenario": {k: v for k, v in scenario.items() if not (k == "file" and scenario["kind"] == "trace")},
     }
+
+
+def _engine_identity(engine: dict[str, Any]) -> dict[str, Any]:
+    """Fields added later stay out while at their default (ADDED_ENGINE_FIELDS); which workloads and
+    models an engine runs picks cells, it does not configure the engine."""
+    out = {k: v for k, v in engine.items()
+           if k not in ("workloads", "models") and not (k in ADDED_ENGINE_FIELDS and v == ADDED_ENGINE_FIELDS[k])}
+    if isinstance(out.get("server"), dict) and out["server"].get("weights") == "files":
+        out["server"] = {k: v for k, v in out["server"].items() if k != "weights"}
+    return out
 
 
 def cell_id(identity: dict[str, Any]) -> str:
@@ -179,11 +197,12 @@ def _scenario_points(scenario: ScenarioSpec, slo: SLOSpec | None, profile_path: 
         return [RatePoint(kind=scenario.kind, rate=r, arrival=scenario.arrival, burstiness=scenario.burstiness,
                           requests=scenario.requests) for r in scenario.rates]
     if isinstance(scenario, CapacitySpec):  # one cell: the search, under the SLO it searches for
-        return [CapacityPoint(**scenario.model_dump(), slo=slo)]
+        return [CapacityPoint(**scenario.model_dump(exclude={"workloads"}), slo=slo)]
     if isinstance(scenario, TraceSpec):
         path = resolve_relative(scenario.file, profile_path)
         load_trace(path)  # a bad trace is bad input now, not a failed cell later
-        return [TracePoint(**{**scenario.model_dump(), "file": str(path)}, trace_sha256=trace_sha256(path))]
+        return [TracePoint(**{**scenario.model_dump(exclude={"workloads"}), "file": str(path)},
+                           trace_sha256=trace_sha256(path))]
     raise ValueError(f"unknown scenario kind {scenario.kind!r}")
 
 
@@ -233,6 +252,11 @@ def engine_label(engine: dict[str, Any]) -> str:
     for key, short in (("tensor_parallel_size", "tp"), ("pipeline_parallel_size", "pp"), ("data_parallel_size", "dp")):
         if engine.get(key, 1) != 1:
             parts.append(f"{short}{engine[key]}")
+    server_args = (engine.get("server") or {}).get("args") or []
+    if engine.get("enable_prefix_caching") or "--enable-prefix-caching" in server_args:
+        parts.append("prefix-cache")  # cells that differ only in caching must be told apart in a table
+    if "dummy" in (engine.get("weights"), (engine.get("server") or {}).get("weights")):
+        parts.append("dummy-weights")
     return "/".join(p for p in parts if p)
 
 
@@ -246,10 +270,18 @@ def _resolved_model(spec: ModelSpec, profile_path: Path) -> CellModel:
 
 
 def _resolved_workload(spec: WorkloadSpec, profile_path: Path) -> CellWorkload:
-    if not spec.prompts_file:
-        return CellWorkload(**spec.model_dump())
-    path = resolve_relative(spec.prompts_file, profile_path)
-    return CellWorkload(**{**spec.model_dump(), "prompts_file": str(path)}, prompts_sha256=_prompts_sha256(path))
+    data: dict[str, Any] = spec.model_dump(by_alias=True)
+    for name, digest in (("prompts_file", "prompts_sha256"), ("conversations_file", "conversations_sha256")):
+        if data.get(name):
+            path = resolve_relative(data[name], profile_path)
+            data.update({name: str(path), digest: _prompts_sha256(path)})
+    return CellWorkload.model_validate(data)
+
+
+def _runs(workload: CellWorkload, engine: EngineSpec, scenario: ScenarioSpec) -> bool:
+    """Whether an engine and a scenario run a workload: each may name the workloads it runs (default: all)."""
+    chosen = [getattr(engine, "workloads", None), getattr(scenario, "workloads", None)]
+    return all(names is None or workload.name in names for names in chosen)
 
 
 def expand(profile: Profile, profile_path: Path) -> list[Cell]:
@@ -267,7 +299,8 @@ def expand(profile: Profile, profile_path: Path) -> list[Cell]:
                         continue  # served load shapes go to servers, in-process ones to in-process engines
                     workloads: list[CellWorkload | None] = (
                         [None] if scenario_spec.kind == "prefill-decode"
-                        else [_resolved_workload(w, profile_path) for w in profile.workloads]
+                        else [w for w in (_resolved_workload(w, profile_path) for w in profile.workloads)
+                              if _runs(w, engine, scenario_spec)]
                     )
                     for workload in workloads:
                         for point in _scenario_points(scenario_spec, profile.run.slo, profile_path):

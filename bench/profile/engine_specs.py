@@ -12,6 +12,11 @@ from bench.profile.model_spec import ModelSpec
 from bench.profile.strict import Strict
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+# Where a card's weights come from: files lokaal-bench writes, or vLLM's dummy loader (load_format
+# "dummy": vLLM creates random weights itself, so the cache entry holds config and tokenizer only).
+Weights = Literal["files", "dummy"]
+WEIGHTS_DESCRIPTION = ("files: synthetic weight files written by lokaal-bench; dummy: none written, vLLM's "
+                       "dummy loader creates random weights (cards only)")
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 
 def _normalise_dtype(value: Any) -> Any:
@@ -42,6 +47,8 @@ class TransformersEngineSpec(EngineEntry):
     threads: Literal["auto"] | Annotated[int, Field(ge=1)] | list[int] = "auto"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     compile: bool = False
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
@@ -49,6 +56,10 @@ class TransformersEngineSpec(EngineEntry):
     def weights_dtype(self) -> str:
         """The dtype the model's weights are prepared in (a cell's engine has one value)."""
         return str(self.dtype)
+
+    @property
+    def weights_source(self) -> str:
+        return "files"
 
     @field_validator("device")
     @classmethod
@@ -69,11 +80,14 @@ class ManagedServerSpec(Strict):
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables for the server")
     health_path: str = "/health"
     startup_timeout_s: Annotated[float, Field(gt=0)] = 600
+    weights: Weights = Field("files", description="vllm: " + WEIGHTS_DESCRIPTION)
 
     @model_validator(mode="after")
     def _command(self) -> ManagedServerSpec:
         if (self.kind == "command") != bool(self.command):
             raise ValueError("give 'command' with kind command (and only then)")
+        if self.weights == "dummy" and self.kind != "vllm":
+            raise ValueError("weights: dummy needs a server of kind vllm (its dummy loader makes the weights)")
         return self
 
 
@@ -91,6 +105,11 @@ class OpenAIEngineSpec(EngineEntry):
     api_key_env: str | None = Field(None, description="environment variable holding the API key (never stored)")
     ignore_eos: bool = True
     request_timeout_s: Annotated[float, Field(gt=0)] = 600
+    think_tags: bool = Field(False, description="reasoning comes inside <think>...</think> in the answer's text "
+                                                "(a server without a reasoning parser); reasoning_content is "
+                                                "always read")
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     @field_validator("base_urls")
     @classmethod
@@ -116,6 +135,10 @@ class OpenAIEngineSpec(EngineEntry):
         if isinstance(self.server, LlamaServerSpec):
             return self.server.gguf_type
         return "bfloat16"
+
+    @property
+    def weights_source(self) -> str:
+        return self.server.weights if isinstance(self.server, ManagedServerSpec) else "files"  # GGUF: files
 
     @model_validator(mode="after")
     def _one_source(self) -> OpenAIEngineSpec:
@@ -153,6 +176,9 @@ class VllmEngineSpec(EngineEntry):
     timing_tolerance_s: Annotated[float, Field(gt=0)] = Field(
         0.05, description="vLLM's own first/last-token times and the wall clock may differ by this much")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")
+    weights: Weights = Field("files", description=WEIGHTS_DESCRIPTION)
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
@@ -160,6 +186,10 @@ class VllmEngineSpec(EngineEntry):
     def weights_dtype(self) -> str:
         """The dtype the model's weights are prepared in (a cell's engine has one value)."""
         return str(self.dtype)
+
+    @property
+    def weights_source(self) -> str:
+        return self.weights
 
 
 KvCacheType = Literal["f16", "q8_0", "q4_0", "bf16", "f32"]
@@ -229,6 +259,10 @@ class LlamaCppEngineSpec(EngineEntry):
         """The GGUF type the model is prepared in (a cell's engine has one value): F16 for a card when
         none is given; `gguf` for a local file kept as it is."""
         return str(self.quantization) if self.quantization else AS_FILE
+
+    @property
+    def weights_source(self) -> str:
+        return "files"  # a GGUF file, written by lokaal-bench for a card
 
     @model_validator(mode="after")
     def _batches(self) -> LlamaCppEngineSpec:

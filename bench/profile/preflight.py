@@ -23,8 +23,11 @@ from bench.errors import ProfileError
 from bench.profile.loading import decode_utf8, resolve_relative
 from bench.profile.model_spec import ModelSpec
 from bench.profile.spec import Profile
+from bench.profile.workloads import SALT_TOKENS
 
 Problem = tuple[str, str]
+# Tokens a chat template adds around one message (ChatML: about 10): a conversation's turn must fit with them.
+CHAT_TEMPLATE_ALLOWANCE = 16
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
 
@@ -43,6 +46,10 @@ def check_profile(profile: Profile, path: Path, label: str) -> None:
             if problem:
                 problems.append((f"workloads[{i}].prompts_file", problem))
             prompt_outputs[i] = outputs
+        if workload.conversations_file:
+            problem = _conversations_file(resolve_relative(workload.conversations_file, path))
+            if problem:
+                problems.append((f"workloads[{i}].conversations_file", problem))
     traces: dict[int, list[Any]] = {}
     for j, scenario in enumerate(profile.scenarios):
         if scenario.kind == "trace":
@@ -142,6 +149,20 @@ def _prompts_file(path: Path, name: str) -> tuple[int | None, str | None]:
     return largest, None
 
 
+def _conversations_file(path: Path) -> str | None:
+    from bench.profile.conversations import read_conversations_file
+
+    try:
+        read_conversations_file(path)
+    except FileNotFoundError:
+        return f"file not found: {path}"
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror or exc}"
+    except (ValueError, ProfileError) as exc:
+        return str(exc)
+    return None
+
+
 def _trace(path: Path) -> tuple[list[Any], str | None]:
     from bench.profile.trace_file import load_trace
 
@@ -153,6 +174,19 @@ def _trace(path: Path) -> tuple[list[Any], str | None]:
 
 
 # --- lengths against the context --------------------------------------------------------------------
+
+
+def server_max_model_len(server: Any) -> int | None:
+    """A managed vLLM server's --max-model-len (N or =N in its args), the context it serves."""
+    if server is None or server.kind != "vllm":
+        return None
+    args = list(server.args)
+    for k, arg in enumerate(args):
+        value = arg.split("=", 1)[1] if arg.startswith("--max-model-len=") else (
+            args[k + 1] if arg == "--max-model-len" and k + 1 < len(args) else None)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
 
 
 def _largest(dist: Any) -> int | None:
@@ -177,6 +211,9 @@ def _fits(profile: Profile, model: ModelSpec, context: tuple[int, str], prompt_o
     for i, engine in enumerate(profile.engines):
         if getattr(engine, "max_model_len", None):
             limits.append((int(engine.max_model_len), f"engines[{i}].max_model_len"))
+        served = server_max_model_len(getattr(engine, "server", None))
+        if served is not None:
+            limits.append((served, f"engines[{i}].server.args --max-model-len"))
     positions, source = min(limits)
 
     def too_long(field: str, inputs: int | None, outputs: int | None) -> None:
@@ -194,6 +231,13 @@ def _fits(profile: Profile, model: ModelSpec, context: tuple[int, str], prompt_o
             too_long(f"workloads[{i}].output_tokens", None, outputs)
             continue
         inputs = max(_largest(workload.input_tokens) or 0, workload.shared_prefix_tokens + 1)
+        if workload.documents is not None:  # the question follows a whole document
+            inputs += workload.documents.tokens
+        if workload.salt:
+            inputs += SALT_TOKENS
+        if workload.kind == "conversation":
+            # a turn's prompt is at least its message in the chat template; older history is dropped to fit
+            inputs += CHAT_TEMPLATE_ALLOWANCE
         field = "output_tokens" if outputs > positions else "input_tokens"
         too_long(f"workloads[{i}].{field}", inputs, outputs)
     for j, scenario in enumerate(profile.scenarios):

@@ -76,3 +76,11 @@ class RunSettings(Strict):
         1, description="served cells: client processes that send the load; auto: from this machine's "
                        "`lokaal-bench calibrate` ceiling (1 without one), at most cores - 1"
     )
+    server_metrics: bool = Field(
+        True, description="served cells: scrape the server's Prometheus /metrics at telemetry_interval_s (loopback "
+                          "and allow_hosts only)"
+    )
+    prefix_hit_tolerance: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.15, description="shared documents with prefix caching on: a measured hit rate further than this below "
+                          "the ideal one makes the cell INVALID"
+    )

@@ -8,11 +8,15 @@ from pydantic import Field
 
 from bench.profile.strict import Strict
 
+# Every scenario that takes a workload may name the ones it runs (default: all); not part of its cells' identity.
+Workloads = Annotated[list[str] | None, Field(description="the workloads this scenario runs (default: all)")]
+
 
 class SingleStreamSpec(Strict):
     """One request at a time: latency as a single user sees it."""
 
     kind: Literal["single-stream"]
+    workloads: Workloads = None
     requests: Annotated[int, Field(ge=1)] = 16
 
 
@@ -20,6 +24,7 @@ class OfflineSpec(Strict):
     """All requests available at once, run in batches: throughput per batch size."""
 
     kind: Literal["offline"]
+    workloads: Workloads = None
     batch_sizes: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     batches: Annotated[int, Field(ge=1)] = 2
 
@@ -39,6 +44,7 @@ class ConcurrencySpec(Strict):
     """Closed loop against a server: N users, each sending its next request when the last ends."""
 
     kind: Literal["concurrency"]
+    workloads: Workloads = None
     users: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
     requests: Annotated[int, Field(ge=1)] = 32
 
@@ -48,6 +54,7 @@ class RateSpec(Strict):
     measured from the scheduled time, so a slow server cannot hide its delay (no coordinated omission)."""
 
     kind: Literal["rate"]
+    workloads: Workloads = None
     rates: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]
     arrival: Literal["poisson", "constant"] = "poisson"
     burstiness: Annotated[float, Field(gt=0)] = 1.0
@@ -60,6 +67,7 @@ class CapacitySpec(Strict):
     SLO percentile (10 beyond it) unless `requests` says more."""
 
     kind: Literal["capacity"]
+    workloads: Workloads = None
     search: Literal["rate", "concurrency"] = "rate"
     start: Annotated[float, Field(gt=0)] = 1
     max: Annotated[float, Field(gt=0)] = 256
@@ -74,6 +82,7 @@ class TraceSpec(Strict):
     each request at its timestamp divided by `speedup`, latency from that scheduled time."""
 
     kind: Literal["trace"]
+    workloads: Workloads = None
     file: str = Field(description="the trace, relative to the profile")
     speedup: Annotated[float, Field(gt=0)] = 1.0
     requests: Annotated[int, Field(ge=1)] | None = Field(None, description="replay only the first N entries")

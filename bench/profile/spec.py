@@ -48,4 +48,26 @@ class Profile(Strict):
             if unknown:
                 raise ValueError(f"engines[{index}].models names {', '.join(unknown)}, not a model of this profile "
                                  f"(known: {', '.join(sorted(known))})")
+        for where, chosen in [*((f"engines[{i}]", getattr(e, "workloads", None)) for i, e in enumerate(self.engines)),
+                              *((f"scenarios[{j}]", getattr(s, "workloads", None))
+                                for j, s in enumerate(self.scenarios))]:
+            unknown = sorted(set(chosen or []) - set(names))
+            if unknown:
+                raise ValueError(f"{where}.workloads: no workload named {', '.join(unknown)} (known: "
+                                 f"{', '.join(names) or 'none'})")
+        self._workload_scenarios()
         return self
+
+    def _workload_scenarios(self) -> None:
+        """Conversations and structured answers need load shapes and routes that can carry them."""
+        served = any(e.kind in SERVED_ENGINES for e in self.engines)
+        for i, workload in enumerate(self.workloads):
+            kinds = {s.kind for s in self.scenarios
+                     if getattr(s, "workloads", None) is None or workload.name in (s.workloads or [])}
+            if workload.kind == "conversation" and kinds & {"capacity", "trace"}:
+                raise ValueError(f"workloads[{i}] is a conversation: it runs under single-stream, offline, "
+                                 "concurrency (users) or rate (conversation arrivals), not capacity or trace; name "
+                                 "the scenarios' workloads to keep them apart")
+            if workload.structured and not served:
+                raise ValueError(f"workloads[{i}] asks for structured answers ({workload.structured}): those need "
+                                 "an engine of kind openai (a server's response_format and tools)")

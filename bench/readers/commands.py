@@ -20,15 +20,31 @@ def _unit_of(heading: str) -> str | None:
 
 def cells_table(rows: list[dict[str, Any]], metrics: list[str]) -> Table:
     """`table`: one row per cell of the result sets, the chosen metrics in their display units."""
-    from bench.readers.tables import heading
+    from bench.readers.tables import WORKLOAD_COLUMNS, heading
 
     metric_columns = [Column(m, heading(m), _unit_of(heading(m)), numeric=True) for m in metrics]
-    table = Table("table", [Column("cell"), Column("machine"), *metric_columns, Column("validity"),
+    shown = {name for row in rows for name in WORKLOAD_COLUMNS if name in row}
+    workload_columns = [column for column in _workload_columns() if column.name in shown]
+    table = Table("table", [Column("cell"), Column("machine"), *metric_columns, *workload_columns, Column("validity"),
                             Column("status", people=False), Column("result_set", people=False),
                             Column("cell_id", people=False)],
                   title=f"{len(rows)} cell(s) from {len({r['result_set'] for r in rows})} result set(s)")
     table.rows = [dict(row) for row in rows]
     return table
+
+
+def _by_turn(value: Any, row: Mapping[str, Any]) -> str:
+    return "-" if not value else " / ".join("-" if v is None else f"{v:.0f}" for v in value)
+
+
+def _workload_columns() -> list[Column]:
+    """TTFT by turn and the ideal and measured prefix-cache hit rates (bench/readers/tables.py)."""
+    return [Column("ttft_by_turn_ms", "TTFT p50 by turn (ms)", "ms", format=_by_turn),
+            Column("prefix_hit_ideal", "prefix hit ideal", numeric=True, format=percent()),
+            Column("prefix_hit_measured", "prefix hit measured", numeric=True, format=percent()),
+            Column("structured_valid", "valid answers", numeric=True, format=percent()),
+            Column("structure_e2e_ratio", "E2E vs unstructured", numeric=True,
+                   format=lambda v, row: "-" if v is None else f"{v:.2f}x")]
 
 
 def table_command(args: argparse.Namespace, out: Output) -> int:
@@ -191,7 +207,13 @@ def plot_command(args: argparse.Namespace, out: Output) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     cells = bench.load(sets)
     written = [plots.save(fn(cells), directory / f"{name}.{args.format}") for name, fn in plots.FIGURES.items()]
-    written.append(plots.save(plots.latency_distributions(bench.load(sets, per="request")),
-                              directory / f"distributions.{args.format}"))
+    requests = bench.load(sets, per="request")
+    written.append(plots.save(plots.latency_distributions(requests), directory / f"distributions.{args.format}"))
+    by_turn = plots.ttft_by_turn(requests)
+    if by_turn is not None:  # conversations
+        written.append(plots.save(by_turn, directory / f"ttft-by-turn.{args.format}"))
+    server = plots.server_view(sets)
+    if server is not None:  # served cells whose server's /metrics was read
+        written.append(plots.save(server, directory / f"server.{args.format}"))
     out.message(f"{len(written)} figure(s) in {directory}: " + ", ".join(p.name for p in written))
     return EXIT_OK

@@ -105,6 +105,57 @@ def latency_distributions(requests: Any) -> Any:
     return fig
 
 
+def ttft_by_turn(requests: Any) -> Any | None:
+    """Conversations: median TTFT of each turn (0: the first message), one line per cell; the history a
+    turn resends grows with it, so the line shows what a long conversation costs (and what a prefix cache
+    saves). None when no cell held conversations."""
+    if "turn" not in requests or requests["turn"].isna().all():
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    measured = requests[(requests["repetition"] >= 0) & requests["error"].isna() & requests["turn"].notna()]
+    scale = METRICS["ttft"].scale
+    for (result_set, label), group in measured.groupby(["result_set", "label"]):
+        medians = group.groupby("turn")["ttft_s"].median() * scale
+        ax.plot(medians.index.astype(int), medians.values, marker="o", label=f"{result_set} {label}")
+    ax.set(xlabel="turn (0: the first message)", ylabel=f"TTFT p50 ({METRICS['ttft'].display_unit})",
+           title="Time to first token by conversation turn")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def server_view(sets: Any) -> Any | None:
+    """The server's own /metrics through each served cell (loaded result sets): requests running and
+    waiting, and KV-cache usage, against seconds since the cell's first sample; the client's TTFT p50
+    in each line's label. None when no cell has samples."""
+    series = []
+    for result_set in sets:
+        for cell in result_set.cells:
+            good = [s for s in cell.server_samples if "values" in s]
+            if good:
+                ttft = (((cell.summary or {}).get("metrics") or {}).get("ttft") or {}).get("p50")
+                client = f" (TTFT p50 {ttft * 1000:.0f} ms)" if ttft else ""
+                series.append((f"{result_set.name} {cell.label}{client}", good))
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14.4, 4.0))
+    for label, good in series:
+        t0 = good[0]["t"]
+        for ax, name in zip(axes, ("running", "waiting", "kv_cache_usage"), strict=True):
+            points = [(s["t"] - t0, s["values"][name]) for s in good if name in s["values"]]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=label)
+    for ax, title in zip(axes, ("requests running", "requests waiting", "KV-cache usage (fraction)"), strict=True):
+        ax.set(xlabel="seconds into the cell", title=f"Server: {title}")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def memory(cells: Any) -> Any:
     """Peak memory against batch size (offline) and context depth (prefill-decode)."""
     plt = _pyplot()

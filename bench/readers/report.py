@@ -99,6 +99,37 @@ def _cells_table(cells: Any) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _server_view(summaries: list[tuple[str, dict[str, Any]]]) -> str:
+    """Served cells: the server's own /metrics over the measured window beside the client's TTFT, and the
+    prefix-cache hit rate an ideal cache would reach beside the one the server measured."""
+    def pct(value: Any) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    rows = ""
+    for result_set, summary in summaries:
+        server = summary.get("server_metrics")
+        if not server:
+            continue
+        ttft = ((summary.get("metrics") or {}).get("ttft") or {}).get("p50")
+        cache = summary.get("prefix_cache") or {}
+        if not server.get("available"):
+            rows += (f"<tr><td>{_e(result_set)}</td><td>{_e(summary.get('label'))}</td>"
+                     f"<td colspan='8'>not read: {_e(server.get('reason'))}</td></tr>")
+            continue
+        gauge = [(server.get(k) or {}) for k in ("running", "waiting", "kv_cache_usage")]
+        cells = [_num(ttft, 1, 1000), _num(gauge[0].get("mean")), _num(gauge[1].get("mean")), _num(gauge[1].get("max")),
+                 pct(gauge[2].get("max")), _num(server.get("preemptions"), 0), pct(cache.get("ideal_hit_rate")),
+                 pct(cache.get("measured_hit_rate") if cache else server.get("prefix_cache_hit_rate"))]
+        rows += (f"<tr><td>{_e(result_set)}</td><td>{_e(summary.get('label'))}</td>"
+                 + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("result set", "cell", "TTFT p50 ms (client)", "running mean",
+                                               "waiting mean", "waiting max", "KV cache peak", "preemptions",
+                                               "prefix hit ideal", "prefix hit measured"))
+    return f"<h2>The server's own view (/metrics)</h2><table><tr>{head}</tr>{rows}</table>"
+
+
 def _problems(summaries: list[tuple[str, dict[str, Any]]]) -> str:
     items = []
     for result_set, summary in summaries:
@@ -115,7 +146,7 @@ def _problems(summaries: list[tuple[str, dict[str, Any]]]) -> str:
 def _capacity_and_projection(sets: list[LoadedResultSet]) -> str:
     """Per-node capacity of the capacity cells (what `plan` divides N users by), and decode tok/s
     measured and projected against model size where cells with rooflines allow a projection."""
-    from bench.measure.slo import describe
+    from bench.measure.slo import SLOSpec, describe
     from bench.planning.capacity_plan import node_capacities
     from bench.planning.projection import calibration_samples, held_out_errors, size_points
     from bench.readers.plots import projection_vs_size
@@ -130,7 +161,7 @@ def _capacity_and_projection(sets: list[LoadedResultSet]) -> str:
         for c in capacities:
             watts = c.power.watts
             power = c.power.source if watts is None else f"{watts:,.0f} W ({c.power.source})"
-            cells = [c.machine, c.model, c.engine, c.workload, describe(c.slo)]
+            cells = [c.machine, c.model, c.engine, c.workload, describe(SLOSpec.model_validate(c.slo))]
             body += ("<tr>" + "".join(f"<td>{_e(v)}</td>" for v in cells) + f"<td class='num'>{_num(c.users, 2)}</td>"
                      f"<td>{_e(c.basis)}</td><td>{_e(power)}</td>"
                      f"<td class='num'>{_num(None if watts is None else watts * 24 / 1000, 2)}</td></tr>")
@@ -169,6 +200,12 @@ def render_report(paths: Source | Iterable[Source], title: str | None = None) ->
     figures = [(name.replace("-", " "), _svg(fn(cells))) for name, fn in plots.FIGURES.items()]
     if not requests.empty:
         figures.insert(2, ("latency distributions", _svg(plots.latency_distributions(requests))))
+        by_turn = plots.ttft_by_turn(requests)
+        if by_turn is not None:
+            figures.insert(3, ("TTFT by conversation turn", _svg(by_turn)))
+    server = plots.server_view(sets)
+    if server is not None:
+        figures.append(("the server's own view (/metrics)", _svg(server)))
     title = title or "lokaal-bench report: " + ", ".join(manifests)
     parts = [
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
@@ -180,6 +217,7 @@ def render_report(paths: Source | Iterable[Source], title: str | None = None) ->
                      "answer quality is not.</p>")
     parts += ["<h2>Hardware side by side</h2>", _hardware(manifests),
               "<h2>Headline numbers</h2>", _cells_table(cells),
+              _server_view(summaries),
               "<h2>Failed and invalid cells</h2>", _problems(summaries), "<h2>Figures</h2>"]
     parts += [f"<figure>{svg}<figcaption>{_e(name)}</figcaption></figure>" for name, svg in figures]
     parts.append(_capacity_and_projection(sets))

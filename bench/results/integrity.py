@@ -62,8 +62,10 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 
 
 def model_weight_hashes(model_dir: Path) -> dict[str, str]:
-    """SHA-256 of a model's weight files. A synthetic model's marker already holds them."""
+    """SHA-256 of a model's weight files. A synthetic model's marker already holds them; other files are
+    hashed once and the hash reused while size and mtime hold (bench/results/weight_hashes.py)."""
     from bench.models import read_marker
+    from bench.results.weight_hashes import cached_sha256
 
     if model_dir.is_file():  # a GGUF file (llama.cpp): hashed once, the digest kept beside it
         from bench.models.gguf import file_sha256
@@ -73,7 +75,7 @@ def model_weight_hashes(model_dir: Path) -> dict[str, str]:
     if marker and marker.get("weight_files"):
         return {name: entry["sha256"] for name, entry in sorted(marker["weight_files"].items())}
     weights = sorted(p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin", ".pt", ".gguf"))
-    return {p.name: sha256_file(p) for p in weights}
+    return cached_sha256(weights, sha256_file)
 
 
 BYTES_FIELD = "manifest_bytes_sha256"

@@ -10,6 +10,12 @@ A cell's raw records and telemetry samples are read only when asked for, and onc
 Metrics are read by name through the metric registry (bench/measure/metric_registry.py) from the
 stored summary; a metric the summary's schema version did not store yet is computed from the
 records by the same registry, so an old result set shows every metric a new one does.
+
+Campaigns (bench/fleet/campaign.py): the shards of one campaign on one machine kind are read as one
+run, a `CampaignRun`, in every reader: its cells are the shards' cells in the profile's order, each
+once. A campaign directory (it holds campaign.json) is found below a folder like a result set is.
+A results store (bench/fleet/store.py: `fleet.duckdb`, or `fleet.duckdb::NAME` for one run in it)
+is a source like a directory: its sets come back as the same typed objects, read from the database.
 """
 
 from __future__ import annotations
@@ -29,10 +35,18 @@ from bench.results.records import RequestRecord, read_records
 from bench.results.resultset import MANIFEST, ResultSet
 from bench.results.upgrade import UPGRADED_FROM
 
+CAMPAIGN_FILE = "campaign.json"  # bench/fleet/campaign.py writes it; a folder holding one is a campaign directory
+STORE_SUFFIX = ".duckdb"  # bench/fleet/store.py
+STORE_SEPARATOR = "::"  # fleet.duckdb::NAME: one result set or campaign run of a store
+
 
 def find_result_sets(root: Path) -> list[Path]:
-    """The result sets directly below a folder, by name."""
-    return sorted(p.parent for p in Path(root).glob(f"*/{MANIFEST}"))
+    """The result sets directly below a folder and directly below the campaign directories in it, by name."""
+    root = Path(root)
+    found = [p.parent for p in root.glob(f"*/{MANIFEST}")]
+    for campaign in root.glob(f"*/{CAMPAIGN_FILE}"):
+        found += [p.parent for p in campaign.parent.glob(f"*/{MANIFEST}")]
+    return sorted(found)
 
 
 def result_set_paths(paths: Iterable[Path]) -> list[Path]:
@@ -177,14 +191,22 @@ class LoadedCell:
     @cached_property
     def telemetry_samples(self) -> list[dict[str, Any]]:
         """The raw telemetry samples ([] when there are none)."""
-        path = self.directory / "telemetry.jsonl.gz"
+        return self._samples("telemetry.jsonl.gz")
+
+    @cached_property
+    def server_samples(self) -> list[dict[str, Any]]:
+        """Served cells: the server's /metrics samples ([] when there are none; bench/telemetry/server_metrics.py)."""
+        return self._samples("server-metrics.jsonl.gz")
+
+    def _samples(self, name: str) -> list[dict[str, Any]]:
+        path = self.directory / name
         if not path.exists():
             return []
         try:
             with gzip.open(path, "rt", encoding="utf-8") as src:
                 return [json.loads(line) for line in src if line.strip()]
         except (OSError, EOFError, zlib.error, json.JSONDecodeError) as exc:
-            raise ResultSetError(f"{path}: unreadable telemetry ({exc})") from None
+            raise ResultSetError(f"{path}: unreadable samples ({exc})") from None
 
 
 @dataclass(eq=False)
@@ -233,23 +255,132 @@ class LoadedResultSet:
     def cell(self, cell_id: str) -> LoadedCell | None:
         return next((c for c in self.cells if c.id == cell_id), None)
 
+    @property
+    def campaign(self) -> dict[str, Any] | None:
+        """The shard's campaign record (bench/fleet/campaign.py), or None for a set run on its own."""
+        return self.manifest.get("campaign")
+
+
+@dataclass(eq=False)
+class CampaignRun(LoadedResultSet):
+    """The shards of one campaign on one machine kind, read as one run. Its manifest is the first shard's
+    with the cells of all of them (each cell once: a completed one before another, then the newest),
+    their counts, the earliest start and the last finish; `campaign` adds the shards and the cells no
+    shard has yet (`missing_cell_ids`). Each cell still belongs to its own shard (its records are there)."""
+
+    shards: list[LoadedResultSet] = field(default_factory=list, repr=False)
+    merged_cells: list[LoadedCell] = field(default_factory=list, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("run_id"))
+
+    @cached_property
+    def cells(self) -> list[LoadedCell]:
+        return self.merged_cells
+
+
+def _merge_shards(shards: list[LoadedResultSet], name: str) -> CampaignRun:
+    shards = sorted(shards, key=lambda s: ((s.campaign or {})["shard"]["index"], s.created, s.name))
+    record = dict(shards[0].campaign or {})
+    order = {cell_id: n for n, cell_id in enumerate(record.get("cell_ids") or [])}
+    chosen: dict[str, LoadedCell] = {}
+    duplicates = 0
+    for shard in shards:
+        for cell in shard.cells:
+            held = chosen.get(cell.id)
+            duplicates += held is not None
+            if held is None or (cell.completed, shard.created) > (held.completed, held.result_set.created):
+                chosen[cell.id] = cell
+    cells = sorted(chosen.values(), key=lambda c: (order.get(c.id, len(order)), c.id))
+    counts = {"total": len(cells), "COMPLETED": 0, "FAILED": 0, "PENDING": 0}
+    for cell in cells:
+        counts[cell.status if cell.status in counts else "PENDING"] += 1
+    statuses = {s.manifest.get("status") for s in shards}
+    missing = [c for c in record.get("cell_ids") or [] if c not in chosen]
+    machine_ids = {s.machine_id for s in shards}
+    finished = [s.manifest.get("finished") for s in shards]
+    manifest = {k: v for k, v in shards[0].manifest.items() if k != "integrity"}
+    manifest.update(
+        run_id=name, created=min(s.created for s in shards),
+        finished=None if None in finished or missing else max(str(f) for f in finished),
+        status="complete" if statuses == {"complete"} and not missing else
+        "running" if "running" in statuses else "interrupted",
+        machine_id=machine_ids.pop() if len(machine_ids) == 1 else f"kind-{record.get('machine_kind_id')}",
+        probes=next((s.probes for s in shards if s.probes), {}),
+        cells=[c.entry for c in cells], counts=counts,
+        campaign={**{k: v for k, v in record.items() if k != "shard"}, "missing_cell_ids": missing,
+                  "duplicate_cells": duplicates,
+                  "shards": [{"result_set": s.name, "path": str(s.path), **(s.campaign or {})["shard"],
+                              "status": s.manifest.get("status"), "counts": s.manifest.get("counts")}
+                             for s in shards]})
+    upgraded = [s.upgraded_from for s in shards if s.upgraded_from is not None]
+    if upgraded:
+        manifest[UPGRADED_FROM] = min(upgraded)
+    parents = {s.path.parent for s in shards}
+    return CampaignRun(parents.pop() if len(parents) == 1 else shards[0].path, manifest, shards, cells)
+
+
+def merge_campaigns(sets: list[LoadedResultSet]) -> list[LoadedResultSet]:
+    """Shards of one campaign on one machine kind become one CampaignRun, in the place of the first;
+    other sets pass as they are. A campaign on several kinds names each run `ID@KIND`."""
+    groups: dict[tuple[str, str], list[LoadedResultSet]] = {}
+    for one in sets:
+        if one.campaign and not isinstance(one, CampaignRun):
+            groups.setdefault((str(one.campaign["id"]), str(one.campaign.get("machine_kind_id"))), []).append(one)
+    kinds: dict[str, int] = {}
+    for campaign_id, _ in groups:
+        kinds[campaign_id] = kinds.get(campaign_id, 0) + 1
+    merged: list[LoadedResultSet] = []
+    for one in sets:
+        if not one.campaign or isinstance(one, CampaignRun):
+            merged.append(one)
+            continue
+        key = (str(one.campaign["id"]), str(one.campaign.get("machine_kind_id")))
+        if key in groups:
+            name = key[0] if kinds[key[0]] == 1 else f"{key[0]}@{key[1]}"
+            merged.append(_merge_shards(groups.pop(key), name))
+    return merged
+
 
 Source = str | Path | LoadedResultSet
 
 
-def load_result_set(path: str | Path) -> LoadedResultSet:
-    """One result set; ResultSetError naming the path when it is none, is corrupt or too new."""
-    path = Path(path)
+def is_store(source: str | Path) -> bool:
+    """A results store: `fleet.duckdb` or `fleet.duckdb::NAME`."""
+    text = str(source)
+    return STORE_SEPARATOR in text or text.endswith(STORE_SUFFIX)
+
+
+def _read_one(path: Path) -> LoadedResultSet:
     return LoadedResultSet(path, ResultSet(path).read_manifest())
 
 
-def load_result_sets(sources: Source | Iterable[Source]) -> list[LoadedResultSet]:
-    """Result sets from directories, folders of them and loaded sets (passed through as they are)."""
+def load_result_set(source: str | Path) -> LoadedResultSet:
+    """One run: a result set, a campaign directory (its shards as one run), a folder holding exactly one run,
+    or `STORE::NAME`. ResultSetError naming the path when it is none, is corrupt or too new."""
+    path = Path(source)
+    if not is_store(source) and not (path / MANIFEST).exists() and not result_set_paths([path]):
+        raise ResultSetError(f"{path}: not a result set (no {MANIFEST})")
+    runs = load_result_sets([source])
+    if len(runs) != 1:
+        names = ", ".join(r.name for r in runs[:5]) + (" ..." if len(runs) > 5 else "")
+        raise ResultSetError(f"{source}: holds {len(runs)} runs ({names}); give one of them")
+    return runs[0]
+
+
+def load_result_sets(sources: Source | Iterable[Source], merge: bool = True) -> list[LoadedResultSet]:
+    """Result sets from directories, folders of them, campaign directories, stores and loaded sets (passed
+    through as they are); with `merge` (the default) a campaign's shards on one machine kind are one run."""
     items: Iterable[Source] = [sources] if isinstance(sources, str | Path | LoadedResultSet) else sources
     loaded: list[LoadedResultSet] = []
     for item in items:
         if isinstance(item, LoadedResultSet):
             loaded.append(item)
+        elif is_store(item):
+            from bench.fleet.store import load_from_store
+
+            loaded += load_from_store(str(item))
         else:
-            loaded += [load_result_set(p) for p in result_set_paths([Path(item)])]
-    return loaded
+            loaded += [_read_one(p) for p in result_set_paths([Path(item)])]
+    return merge_campaigns(loaded) if merge else loaded

@@ -55,6 +55,26 @@ class RequestRecord:
     chunk_tokens: list[int] | None = None
     chunk_tokens_exact: bool | None = None
     retry_after: str | None = None  # an HTTP error's Retry-After header, as sent (the client never retries)
+    # Conversations: the conversation (its index in its stream) and the turn (0: the first message); the
+    # leading prompt tokens that repeat the previous turn's prompt and answer exactly (what a prefix cache
+    # that kept them could serve); the oldest turns left out because the history outgrew the context; the
+    # think time waited after the previous answer.
+    conversation: int | None = None
+    turn: int | None = None
+    history_tokens: int | None = None
+    dropped_turns: int | None = None
+    think_time_s: float | None = None
+    document: int | None = None  # shared documents: which document the prompt began with
+    salt_tokens: int | None = None  # a salted prompt's salt (its first ids; input_tokens counts them)
+    # Reasoning (served): the output tokens that were reasoning (reasoning_content, or inside <think>), and
+    # when the first answer token came (first_token_time is the first token of either).
+    reasoning_tokens: int | None = None
+    first_answer_time: float | None = None
+    # Structured answers: what was asked (json_schema, json_object, tools), whether the answer was valid,
+    # and why not. Their length is the answer's own (output_tokens is a cap), so no short-output check.
+    structured: str | None = None
+    structured_valid: bool | None = None
+    structured_problem: str | None = None
 
     @property
     def usage_mismatch(self) -> bool:

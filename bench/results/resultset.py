@@ -9,6 +9,7 @@
         result.json              what the cell process reported (absent when it died)
         records.jsonl.gz         raw per-request records
         telemetry.jsonl.gz       raw telemetry samples
+        server-metrics.jsonl.gz  served cells: the server's /metrics samples (bench/telemetry/server_metrics.py)
         cell.log                 the cell process's output
         network.jsonl            refused connection attempts of the cell (only if any)
 
@@ -122,10 +123,11 @@ class ResultSet:
                 done.add(cell_dir.name)
         return done
 
-    def write_samples(self, cell_id: str, samples: list[dict[str, Any]]) -> None:
+    def write_samples(self, cell_id: str, samples: list[dict[str, Any]], name: str = "telemetry.jsonl.gz") -> None:
+        """Telemetry samples (or, named server-metrics.jsonl.gz, the server's /metrics samples) as gzip JSONL."""
         from bench import scrub
 
-        with atomic_path(self.cell_dir(cell_id) / "telemetry.jsonl.gz") as tmp, gzip.open(tmp, "wt") as out:
+        with atomic_path(self.cell_dir(cell_id) / name) as tmp, gzip.open(tmp, "wt") as out:
             for sample in samples:
                 out.write(scrub.text(json.dumps(sample, separators=(",", ":"))) + "\n")
 

@@ -98,6 +98,19 @@ def _inject_fault(cell: Cell, engine: Any) -> None:
             socket.create_connection(("192.0.2.1", 80), timeout=2)  # TEST-NET-1: must be refused
 
 
+def context_limit(cell: Cell, config: dict[str, Any]) -> int | None:
+    """The positions a request may fill: the server's --max-model-len, the engine's max_model_len, else the
+    model's own context (a conversation's history is cut to fit it)."""
+    from bench.profile.preflight import server_max_model_len
+
+    for value in (server_max_model_len(getattr(cell.engine, "server", None)),
+                  getattr(cell.engine, "max_model_len", None),
+                  *(config.get(k) for k in ("max_position_embeddings", "n_positions", "seq_length"))):
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
@@ -146,6 +159,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         allow_pickle=model_spec.allow_pickle,
         gguf=gguf,
         quantization=quantization,
+        weights=cell.engine.weights_source,
     )
     safety = {
         "allow_pickle": model_spec.allow_pickle,
@@ -177,6 +191,8 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         progress=progress,
         run=run,
         loadgen_ceiling=(spec.get("load_generator_calibration") or {}).get("ceiling"),
+        model_dir=Path(model.path),
+        context_tokens=context_limit(cell, model.config or {}),
     )
     records = scenario_runner(cell.scenario.kind)(ctx)
     emit("phase", phase="write")
@@ -193,6 +209,7 @@ def run_cell(spec: dict[str, Any], cell_dir: Path) -> dict[str, Any]:
         "model": {
             "name": model.name,
             "synthetic": model.synthetic,
+            "weights": model.weights_note,
             "card": model.card,
             "dtype": model.dtype,
             "identity": model.identity,

@@ -4,9 +4,11 @@ taking the parsed options and an Output, returning the exit code (bench.cli docu
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
+from typing import Any
 
-from bench.errors import EXIT_FAILED_CELLS, EXIT_INTERRUPTED, EXIT_OK
+from bench.errors import EXIT_FAILED_CELLS, EXIT_INTERRUPTED, EXIT_OK, BenchError
 from bench.readers.printing import Column, Output, Table, percent, yes_no
 
 
@@ -19,20 +21,38 @@ def execute_run(profile_path: Path, args: argparse.Namespace, out: Output,
     from bench.run.runner import Runner, RunObserver, prepare_run
 
     environment = collect_environment()
-    plan = prepare_run(profile_path, Path(args.results_dir), Path(args.output) if args.output else None,
-                    Path(args.resume) if getattr(args, "resume", None) else None, environment["machine_id"],
-                    source=source, when_busy=getattr(args, "when_busy", "wait"))
+    output = Path(args.output) if args.output else None
+    resume = Path(args.resume) if getattr(args, "resume", None) else None
+    placement = _place_shard(profile_path, args, environment) if getattr(args, "shard", None) else None
+    if placement is not None:  # a shard's result set lies where its campaign says; run again, it resumes
+        if output is not None or resume is not None:
+            raise BenchError("--shard places its result set in the campaign directory: drop --output and --resume")
+        output, resume = (None, placement.result_dir) if placement.resumes else (placement.result_dir, None)
+    plan = prepare_run(profile_path, Path(args.results_dir), output, resume, environment["machine_id"],
+                       source=source, when_busy=getattr(args, "when_busy", "wait"),
+                       shard=placement.shard if placement else None)
+    if placement is not None:
+        from bench.fleet.campaign import scheduler_context
+
+        plan.campaign = placement.record(plan.all_cell_ids)
+        plan.invocation = {"scheduler": scheduler_context()}
+        out.message(f"campaign {placement.campaign_id}, shard {placement.shard} ({placement.group}): "
+                    f"{len(plan.cells)} of {len(plan.all_cell_ids)} cell(s)"
+                    + (f", resuming {len(plan.skip)} done" if plan.resume else ""))
     out.message(f"profile {profile_path} ({plan.profile.name}): {len(plan.cells)} cell(s)")
     with RunDisplay(out.messages) as display:
         observer = RunObserver(display.run_started, display.cell_started, display.cell_event,
                                display.cell_finished, display.message, display.model_progress)
         runner = Runner(plan, environment, observer)
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: like Ctrl-C, the set is sealed
         try:
             manifest = runner.run()
         except KeyboardInterrupt:
             out.message(f"\ninterrupted; completed cells are kept. Resume with:\n  lokaal-bench run "
                         f"{profile_path} --resume {plan.result_set.path}")
             return EXIT_INTERRUPTED, plan.result_set.path, None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     table = summary_table([runner.summaries[c.id] for c in plan.cells if c.id in runner.summaries])
     counts = manifest["counts"]
     refused = manifest["offline"]["refused"]
@@ -42,6 +62,22 @@ def execute_run(profile_path: Path, args: argparse.Namespace, out: Output,
     table.data = {"result_set": str(plan.result_set.path), "profile": str(profile_path), "counts": counts,
                   "refused_connections": len(refused)}
     return (EXIT_FAILED_CELLS if counts["FAILED"] else EXIT_OK), plan.result_set.path, table
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (scancel, a preemption, a pod's deletion) stops a run as Ctrl-C does: completed cells kept,
+    the result set marked interrupted and sealed, so the requeued or resubmitted shard resumes it."""
+    raise KeyboardInterrupt
+
+
+def _place_shard(profile_path: Path, args: argparse.Namespace, environment: dict[str, Any]) -> Any:
+    from bench.fleet.campaign import place_shard
+    from bench.fleet.shards import parse_shard
+    from bench.profile.loading import read_profile_text
+
+    text = read_profile_text(profile_path)
+    return place_shard(profile_path, text, parse_shard(args.shard), args.campaign, args.group,
+                       Path(args.results_dir), environment)
 
 
 def run_command(args: argparse.Namespace, out: Output) -> int:

@@ -102,8 +102,8 @@ def estimate(cells: list[Any], result_dir: Path) -> list[Need]:
     seen: set[tuple[str, str, int, str]] = set()
     for cell in cells:
         card_name = cell.model.card
-        if not card_name:
-            continue
+        if not card_name or cell.engine.weights_source == "dummy":
+            continue  # dummy weights: vLLM makes them in memory; the cache gets config and tokenizer only
         dtype = cell.engine.weights_dtype
         seed = cell.model.seed
         cache = Path(cell.run.model_cache_dir).expanduser() if cell.run.model_cache_dir else default_cache_dir()

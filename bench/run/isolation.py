@@ -36,6 +36,8 @@ class Outcome:
     wall_s: float
     samples: list[dict[str, Any]] = field(default_factory=list)
     peak_tree_rss_bytes: int = 0
+    # The server's /metrics while the cell ran (served cells): its URL, samples, and why there are none.
+    server_metrics: dict[str, Any] | None = None
 
 
 def _tree_rss(process: psutil.Process) -> int:
@@ -98,10 +100,14 @@ def run_isolated(
     telemetry_interval_s: float,
     on_event: EventHandler,
     env: dict[str, str] | None = None,
+    server_metrics_url: str | None = None,
+    allowed_hosts: list[str] | None = None,
 ) -> Outcome:
     """Run `python -m bench.run.cell_process` and watch it until it ends, is killed, or overruns. The memory limit
-    is the kernel's to enforce (bench/run/memory_limit.py); the RSS poller here is the last line."""
+    is the kernel's to enforce (bench/run/memory_limit.py); the RSS poller here is the last line. With a
+    `server_metrics_url` the server's /metrics is scraped beside the telemetry (bench/telemetry/server_metrics.py)."""
     from bench.telemetry import TelemetryRecorder
+    from bench.telemetry.server_metrics import ServerMetricsRecorder
 
     def before_exec() -> None:
         if sys.platform == "linux":
@@ -130,6 +136,8 @@ def run_isolated(
     reader.start()
     recorder = TelemetryRecorder(proc.pid, interval_s=telemetry_interval_s)
     recorder.start()
+    server = (ServerMetricsRecorder(server_metrics_url, telemetry_interval_s, allowed_hosts or []).start()
+              if server_metrics_url else None)
     watched = psutil.Process(proc.pid)
     failure: str | None = None
     peak = 0
@@ -156,6 +164,7 @@ def run_isolated(
         raise
     finally:
         samples = recorder.stop()
+        server_samples = server.stop() if server is not None else []
         proc.wait()
         reader.join(timeout=5)
         log.close()
@@ -166,4 +175,5 @@ def run_isolated(
         memlimit.release(memory_limit)
     if failure is None and proc.returncode is not None and proc.returncode < 0:
         failure = _signal_reason(proc.returncode)
-    return Outcome(proc.returncode, failure, time.monotonic() - started, samples, peak)
+    scraped = None if server is None else {"url": server.url, "samples": server_samples, "reason": server.reason}
+    return Outcome(proc.returncode, failure, time.monotonic() - started, samples, peak, scraped)

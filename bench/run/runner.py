@@ -22,6 +22,7 @@ from typing import Any
 from bench import __version__, scrub
 from bench.atomic import write_json
 from bench.errors import BenchError, ResultSetError
+from bench.fleet.shards import Shard
 from bench.measure.cell_summary import build_summary
 from bench.measure.roofline import for_cell as roofline_for_cell
 from bench.measure.sizing import plan_measurement
@@ -65,19 +66,26 @@ class RunSetup:
     source: str  # the profile's text, kept in the manifest so `rerun` can run exactly it again
     skip: set[str] = field(default_factory=set)
     when_busy: str = WAIT  # another run measuring on this machine: wait for it, or mark (bench/run/machine_lock.py)
+    all_cell_ids: list[str] = field(default_factory=list)  # the whole profile's, in its order (a shard runs some)
+    campaign: dict[str, Any] | None = None  # a shard's campaign record (bench/fleet/campaign.py), kept in the manifest
+    invocation: dict[str, Any] = field(default_factory=dict)  # what to add to this invocation's record
 
 
 def prepare_run(profile_path: Path, results_root: Path, output: Path | None, resume: Path | None,
-             machine_id: str, source: str | None = None, when_busy: str = WAIT) -> RunSetup:
+             machine_id: str, source: str | None = None, when_busy: str = WAIT, shard: Shard | None = None) -> RunSetup:
     """`source`: the profile's text when it does not come from `profile_path` itself (rerun);
-    `profile_path` still anchors its relative paths. Everything that can be checked before running
-    is checked here (bench/profile/preflight.py through the profile loader, then the disk space)."""
+    `profile_path` still anchors its relative paths. `shard`: run only its share of the cells
+    (bench/fleet/shards.py). Everything that can be checked before running is checked here
+    (bench/profile/preflight.py through the profile loader, then the disk space)."""
     if source is None:
         source = read_profile_text(profile_path)
         profile = profile_from_text(source, profile_path)
     else:
         profile = profile_from_text(source, profile_path, f"{profile_path} (as stored in the result set)")
     cells = expand(profile, profile_path)
+    all_ids = [c.id for c in cells]
+    if shard is not None:
+        cells = shard.select(cells)
     if resume is not None:
         result_set = ResultSet(resume)
         manifest = result_set.read_manifest()
@@ -89,13 +97,13 @@ def prepare_run(profile_path: Path, results_root: Path, output: Path | None, res
             )
         done = result_set.completed_cells()
         check_space(estimate([c for c in cells if c.id not in done], resume))
-        return RunSetup(profile_path, profile, cells, result_set, True, source, done, when_busy)
+        return RunSetup(profile_path, profile, cells, result_set, True, source, done, when_busy, all_ids)
     if output is not None and (output / "manifest.json").exists():
         raise BenchError(f"{output} already holds a result set; choose another --output or use --resume")
     check_space(estimate(cells, output or results_root))
     return RunSetup(profile_path, profile, cells, ResultSet(output or _claim_run_dir(results_root, profile.name,
                                                                                     machine_id)),
-                   False, source, when_busy=when_busy)
+                   False, source, when_busy=when_busy, all_cell_ids=all_ids)
 
 
 def _claim_run_dir(results_root: Path, profile_name: str, machine_id: str) -> Path:
@@ -170,6 +178,9 @@ class Runner:
                 "cells": [],
             }
         self.manifest["status"] = "running"
+        self.manifest["invocations"][-1].update(self.plan.invocation)
+        if self.plan.campaign is not None:
+            self.manifest["campaign"] = self.plan.campaign
         # Privacy: whether any cell of this set kept prompt and response text (a resume may have turned it on).
         stored = bool((self.manifest.get("privacy") or {}).get("store_text"))
         self.manifest["privacy"] = {"store_text": stored or self.plan.profile.run.store_text}
@@ -230,11 +241,13 @@ class Runner:
                     seed=model.seed,
                     cache_dir=_cache_dir(cell),
                     allow_pickle=model.allow_pickle,
+                    weights=key[4],
                     progress=lambda done, total, name=name: self.observer.model_progress(name, done, total),
-                    gguf=key[4][0],
-                    quantization=key[4][1],
+                    gguf=key[5][0],
+                    quantization=key[5][1],
                 )
-                self.model_dirs[f"{resolved.name}/{resolved.dtype}"] = resolved.path
+                dummy = "/dummy-weights" if resolved.weights == "dummy" else ""  # weightless: no files to hash
+                self.model_dirs[f"{resolved.name}/{resolved.dtype}{dummy}"] = resolved.path
                 self.model_paths[key] = resolved.path
             except Exception as exc:  # the cells of this model fail; the others still run
                 failures[key] = f"model could not be prepared: {type(exc).__name__}: {exc}"
@@ -263,7 +276,7 @@ class Runner:
 
         cell_dir = self.result_set.cell_dir(cell.id)
         cell_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("result.json", "records.jsonl.gz", "network.jsonl"):
+        for stale in ("result.json", "records.jsonl.gz", "network.jsonl", "server-metrics.jsonl.gz"):
             (cell_dir / stale).unlink(missing_ok=True)
         spec_path = cell_dir / "spec.json"
         plan = plan_measurement(cell.run, cell.scenario)
@@ -291,6 +304,8 @@ class Runner:
             memory_limit=limit,
             telemetry_interval_s=run.telemetry_interval_s,
             on_event=lambda event: self.observer.cell_event(cell, event),
+            server_metrics_url=_server_metrics_url(cell, spec),
+            allowed_hosts=cell.run.allow_hosts,
         )
         finished = utc_now()
         scrub.file(cell_dir / "cell.log")  # the cell's own output: whatever a library printed
@@ -300,7 +315,15 @@ class Runner:
         telemetry = summarise_telemetry(outcome.samples, tuple(window) if window else None)
         whole = summarise_telemetry(outcome.samples, None)
         self.result_set.write_samples(cell.id, outcome.samples)
-        summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished)
+        server_view = None
+        if outcome.server_metrics is not None:  # the server's own view, beside the client's
+            from bench.telemetry.server_metrics import summarise_server_metrics
+
+            scraped = outcome.server_metrics
+            self.result_set.write_samples(cell.id, scraped["samples"], "server-metrics.jsonl.gz")
+            server_view = summarise_server_metrics(scraped["samples"], tuple(window) if window else None,
+                                                   scraped["url"], scraped["reason"])
+        summary = build_summary(cell, outcome, result, records, telemetry, whole, started, finished, server_view)
         summary["memory_limit"] = limit.record()
         others = self.lock.others_during(started_wall, time.time())
         if others:  # another run measured during this cell: its numbers are not this machine's alone
@@ -421,10 +444,19 @@ class Runner:
         self.manifest = seal(self.result_set.path, self.manifest, models)
 
 
+def _server_metrics_url(cell: Cell, spec: dict[str, Any]) -> str | None:
+    """Where a served cell's server publishes its Prometheus metrics (its first endpoint's /metrics)."""
+    from bench.telemetry.server_metrics import metrics_url
+
+    urls = spec.get("managed_base_urls") or getattr(cell.engine, "base_urls", None) or []
+    return metrics_url(urls[0]) if cell.served and cell.run.server_metrics and urls else None
+
+
 def _model_key(cell: Cell) -> tuple[Any, ...]:
     model = cell.model
     gguf = runs_gguf(cell.engine)  # llama.cpp cells: a GGUF file, at the engine's (or server's) quantisation
-    return (model.card, model.resolved_path or model.path, cell.engine.weights_dtype, model.seed, gguf)
+    return (model.card, model.resolved_path or model.path, cell.engine.weights_dtype, model.seed,
+            cell.engine.weights_source, gguf)
 
 
 def _cache_dir(cell: Cell) -> Path | None:

@@ -4,9 +4,11 @@ that follow the cell's measurement plan (bench/measure/sizing.py), and batch -> 
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bench.engines.base import BatchResult, Engine, ServedEngine
@@ -43,6 +45,12 @@ class ScenarioContext:
     repetitions_done: int = 0
     warmup_done: dict[str, Any] = field(default_factory=dict)
     issued: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # Conversations: the model directory (its tokenizer's chat template) and the context a turn must fit.
+    model_dir: Path | None = None
+    context_tokens: int | None = None
+    # A salted workload's salt is drawn from this: the cell's own, new every run, so no cache of an
+    # earlier run can serve it either (prompt hashes leave the salt out).
+    salt_nonce: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def store_text(self) -> bool:
@@ -74,7 +82,7 @@ class ScenarioContext:
         assert self.workload is not None
         encode = self.engine.encode if self.workload.prompts_file else None
         return request_stream(self.workload, self.engine.token_space(), stream, encode,
-                              anchor=self.plan.min_requests_per_repetition)
+                              anchor=self.plan.min_requests_per_repetition, salt_nonce=self.salt_nonce)
 
     def requests(self, count: int, stream: int) -> list[Request]:
         """The first `count` requests of a stream."""
@@ -212,10 +220,11 @@ def batch_records(
                 finish_reason=result.finish_reasons[row],
                 error=error,
                 context_depth=result.context_depth,
-                prompt_sha256=token_ids_sha256(request.prompt_token_ids),
+                prompt_sha256=token_ids_sha256(request.unsalted_ids),
                 engine_timing=_relative(result.engine_timing[row], t0) if result.engine_timing is not None else None,
             )
         )
+        describe_request(records[-1], request)
         output_ids = result.output_token_ids[row] if result.output_token_ids is not None else None
         if output_ids is not None:
             records[-1].response_sha256 = token_ids_sha256(output_ids)
@@ -223,6 +232,16 @@ def batch_records(
             records[-1].prompt_text = request.text if request.text is not None else decode(request.prompt_token_ids)
             records[-1].response_text = decode(output_ids) if output_ids is not None else None
     return records
+
+
+def describe_request(record: RequestRecord, request: Request) -> None:
+    """What a request was beyond its lengths: its conversation turn, its document, its salt."""
+    if request.turn is not None:
+        turn = request.turn
+        record.conversation, record.turn, record.history_tokens = turn.conversation, turn.turn, turn.history_tokens
+        record.dropped_turns, record.think_time_s = turn.dropped_turns, turn.think_time_s
+    record.document = request.document
+    record.salt_tokens = request.salt_tokens or None
 
 
 ENGINE_STAMPS = ("queued", "scheduled", "first_token", "last_token")

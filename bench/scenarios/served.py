@@ -76,20 +76,27 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
             endpoint: str, batch_index: int) -> RequestRecord:
     """One served request's record; each request is its own 'batch' (the server batches, not us).
     The server's usage, when it gives one, is the token count (a chunk may carry several tokens and,
-    without token ids, is counted as one); each chunk's arrival and count are kept beside it."""
+    without token ids, is counted as one); each chunk's arrival and count are kept beside it. A
+    structured answer ends when its structure does: it is judged on validity, not on its length."""
+    from bench.scenarios.common import describe_request
+
     times = [t - ctx.t0 for t in result.token_times]
     counted = len(times)
     produced = result.usage_completion_tokens if result.usage_completion_tokens is not None else counted
     error = result.error
-    if error is None and produced != request.output_tokens:
+    structured = request.structured
+    if error is None and produced != request.output_tokens and structured is None:
         error = f"short output: {produced} of {request.output_tokens} tokens"
-    return RequestRecord(
+    record = RequestRecord(
         request_id=request.index, repetition=repetition, batch_index=batch_index, batch_size=1,
-        input_tokens=len(request.prompt_token_ids), expected_output_tokens=request.output_tokens,
+        # a conversation's turn: the prompt as the server rendered and tokenised its messages
+        input_tokens=len(result.prompt_token_ids if request.turn is not None and result.prompt_token_ids
+                         else request.prompt_token_ids),
+        expected_output_tokens=request.output_tokens,
         submit_time=scheduled - ctx.t0, first_token_time=times[0] if times else None,
         end_time=times[-1] if times else None, token_times=times, output_tokens=produced,
         finish_reason="length" if error is None else "error", error=error,
-        prompt_sha256=token_ids_sha256(request.prompt_token_ids), sent_time=result.sent - ctx.t0,
+        prompt_sha256=token_ids_sha256(request.unsalted_ids), sent_time=result.sent - ctx.t0,
         usage_output_tokens=result.usage_completion_tokens, endpoint=endpoint,
         chunk_times=[t - ctx.t0 for t in result.chunk_times], chunk_tokens=list(result.chunk_tokens),
         chunk_tokens_exact=result.exact_token_ids is not None, retry_after=result.retry_after,
@@ -97,6 +104,29 @@ def _record(ctx: ScenarioContext, request: Request, result: StreamResult, repeti
         prompt_text=_prompt_text(ctx, request) if ctx.store_text else None,
         response_text=result.text if ctx.store_text else None,
     )
+    describe_request(record, request)
+    if any(result.chunk_reasoning):  # reasoning apart from the answer: both first-token times
+        record.reasoning_tokens = _reasoning_count(result, produced)
+        first_answer = result.first_answer
+        record.first_answer_time = first_answer - ctx.t0 if first_answer is not None else None
+    if structured is not None:
+        from bench.measure.structured import judge_answer
+
+        record.structured = structured
+        if result.ok:
+            record.structured_valid, record.structured_problem = judge_answer(
+                request.options or {}, result.answer_text, list(result.tool_calls.values()))
+    return record
+
+
+def _reasoning_count(result: StreamResult, produced: int) -> int:
+    """Reasoning tokens: per chunk where counts are exact (token ids), else one a chunk, scaled to the server's
+    usage when it counted differently (the split between reasoning and answer chunks is kept)."""
+    reasoning = result.reasoning_tokens
+    counted = sum(result.chunk_tokens)
+    if counted and produced != counted and result.exact_token_ids is None:
+        return round(reasoning * produced / counted)
+    return reasoning
 
 
 def response_sha256(result: StreamResult) -> str | None:
@@ -164,7 +194,8 @@ async def _closed_loop(ctx: ScenarioContext, requests: Iterator[Request], users:
                 issued += 1
                 scheduled = time.perf_counter()
                 first_send = scheduled if first_send is None else first_send
-                result = await connection.stream(f"{prefix}{engine.route}", engine.payload(request), timeout)
+                route = f"{prefix}{engine.route_for(request)}"
+                result = await connection.stream(route, engine.payload(request), timeout, engine.think_tags)
                 records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))
                 ctx.progress(_phase(ctx, repetition), len(records), total)
         finally:
@@ -191,7 +222,8 @@ async def _open_loop(ctx: ScenarioContext, schedule: list[tuple[int, Request, fl
         host, port, prefix = engine.address(index)
         connection = Connection(host, port, engine.api_key)  # open loop: a connection per request
         try:
-            result = await connection.stream(f"{prefix}{engine.route}", engine.payload(request), timeout)
+            route = f"{prefix}{engine.route_for(request)}"
+            result = await connection.stream(route, engine.payload(request), timeout, engine.think_tags)
         finally:
             await connection.close()
         records.append(_record(ctx, request, result, repetition, scheduled, f"{host}:{port}", request.index))
@@ -334,6 +366,10 @@ def _run_in_processes(ctx: ScenarioContext, requests: Iterable[Request], repetit
 
 
 def run(ctx: ScenarioContext) -> list[RequestRecord]:
+    if ctx.workload is not None and ctx.workload.kind == "conversation":
+        from bench.scenarios.conversation import run_served
+
+        return run_served(ctx)
     point = ctx.scenario
     records: list[RequestRecord] = warm_up(ctx)
     for repetition in ctx.repetition_indices(records):

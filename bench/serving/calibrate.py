@@ -25,8 +25,9 @@ ERROR_BOUND_S = 0.005  # p99 timing error that still counts as trustworthy
 
 
 def start_server(ttft_s: float, itl_s: float, slots: int | None = None,
-                 errors: float = 0.0) -> tuple[subprocess.Popen[str], int]:
-    extra = (["--slots", str(slots)] if slots else []) + (["--errors", str(errors)] if errors else [])
+                 errors: float = 0.0, options: Sequence[str] = ()) -> tuple[subprocess.Popen[str], int]:
+    """The calibration endpoint in its own process; `options` are more of its switches (--reasoning N ...)."""
+    extra = (["--slots", str(slots)] if slots else []) + (["--errors", str(errors)] if errors else []) + list(options)
     proc = subprocess.Popen([sys.executable, "-m", "bench.serving.calibration_server", "--ttft", str(ttft_s),
                              "--itl", str(itl_s), *extra], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

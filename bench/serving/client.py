@@ -8,6 +8,12 @@ where the server returns them (vLLM's `return_token_ids`), else one per chunk th
 The server's own `usage` is the request's token count when it gives one (see
 bench/scenarios/served.py; inter-token latency per token: bench/measure/metrics.py).
 
+Reasoning is counted apart from the answer: a chunk whose delta carries `reasoning` or
+`reasoning_content` (vLLM's reasoning parsers, DeepSeek's API) is reasoning; with `think_tags` the
+answer's own text holds it, up to `</think>` (a server without a reasoning parser). The first answer
+token's arrival is kept beside the first token's. Tool calls (`delta.tool_calls`) are gathered
+per call, name and arguments, for the structured-answer check.
+
 Whatever comes back, a request ends as a StreamResult: a reply the client cannot understand (a
 status line that is not HTTP, an event that is not a JSON object, a chunk or event beyond the
 limits below, bytes that are not UTF-8, an early close, a stall) is a failed request with its
@@ -61,6 +67,13 @@ class StreamResult:
     done: bool = False  # [DONE] was read
     # Tokens the server said it generated so far (llama-server's per-chunk timings.predicted_n), when it says.
     server_counted: int = 0
+    # Per chunk that carried tokens: its text, and whether it was reasoning (else answer).
+    chunk_texts: list[str] = field(default_factory=list)
+    chunk_reasoning: list[bool] = field(default_factory=list)
+    reasoning_seen: bool = False  # the server sent reasoning apart (a reasoning field)
+    tool_calls: dict[int, dict[str, str]] = field(default_factory=dict)  # per call index: name, arguments
+    prompt_token_ids: list[int] | None = None  # the prompt as the server tokenised it (vLLM's return_token_ids)
+    usage_prompt_tokens: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -69,6 +82,46 @@ class StreamResult:
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return sum(k for k, reasoning in zip(self.chunk_tokens, self.chunk_reasoning, strict=True) if reasoning)
+
+    @property
+    def first_answer(self) -> float | None:
+        """The arrival of the first chunk that carried answer tokens (not reasoning)."""
+        return next((t for t, reasoning in zip(self.chunk_times, self.chunk_reasoning, strict=True)
+                     if not reasoning), None)
+
+    @property
+    def answer_text(self) -> str:
+        """The answer without its reasoning: what a structured answer is judged on."""
+        return "".join(t for t, reasoning in zip(self.chunk_texts, self.chunk_reasoning, strict=True)
+                       if not reasoning)
+
+    def split_think_tags(self) -> None:
+        """Reasoning inside the answer's text: every chunk up to the one that closes </think> is reasoning;
+        without a </think>, an answer that opened <think> is all reasoning and any other is all answer."""
+        text = ""
+        closing = None
+        for k, piece in enumerate(self.chunk_texts):
+            text += piece
+            if "</think>" in text:
+                closing = k
+                break
+        if closing is None:
+            thinking = self.text.lstrip().startswith("<think>")
+            self.chunk_reasoning = [thinking] * len(self.chunk_texts)
+            return
+        self.chunk_reasoning = [k <= closing for k in range(len(self.chunk_texts))]
+        # the text after </think> in the closing chunk is the answer's first piece
+        tail = text.split("</think>", 1)[1]
+        self.chunk_texts[closing] = self.chunk_texts[closing][:len(self.chunk_texts[closing]) - len(tail)]
+        if tail:
+            self.chunk_texts.insert(closing + 1, tail)
+            self.chunk_reasoning.insert(closing + 1, False)
+            self.chunk_times.insert(closing + 1, self.chunk_times[closing])
+            self.chunk_tokens.insert(closing + 1, 0)
 
     @property
     def exact_token_ids(self) -> list[int] | None:
@@ -98,7 +151,8 @@ class Connection:
         await self.close()
         self.reader = self.writer = None
 
-    async def stream(self, path: str, payload: dict[str, Any], timeout_s: float = 600.0) -> StreamResult:
+    async def stream(self, path: str, payload: dict[str, Any], timeout_s: float = 600.0,
+                     think_tags: bool = False) -> StreamResult:
         body = json.dumps(payload).encode()
         head = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
                 f"accept: text/event-stream\r\ncontent-length: {len(body)}\r\n")
@@ -133,6 +187,8 @@ class Connection:
         except Exception as exc:  # a connection error, or a reply no rule above foresaw: this request fails
             result.error = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
             await self._drop()
+        if think_tags and not result.reasoning_seen:
+            result.split_think_tags()
         return result
 
     async def _read(self, reader: asyncio.StreamReader, result: StreamResult) -> None:
@@ -174,7 +230,9 @@ class Connection:
         result.end = time.perf_counter()
         result.first_token = result.end
         result.usage_completion_tokens = _usage_tokens(data)
+        result.usage_prompt_tokens = _usage_tokens(data, "prompt_tokens")
         for choice in _choices(data):
+            _take_tool_calls(choice, result)
             tokens, ids = _chunk_tokens(choice)
             result.pieces.append(_choice_text(choice))
             result.ids_in_every_chunk &= ids is not None
@@ -182,6 +240,8 @@ class Connection:
             if tokens:
                 result.chunk_times.append(result.end)
                 result.chunk_tokens.append(tokens)
+                result.chunk_texts.append(_choice_text(choice))
+                result.chunk_reasoning.append(False)
                 result.token_times += [result.end] * tokens
         if not result.token_times:
             result.token_times = [result.end]
@@ -205,10 +265,18 @@ class Connection:
             # llama-server holds back a token that ends inside a UTF-8 character and sends it with the next:
             # its per-chunk count (timings_per_token) is then exact where the chunks are not.
             counted = _server_count(message)
+            prompt_usage = _usage_tokens(message, "prompt_tokens")
+            if prompt_usage is not None:
+                result.usage_prompt_tokens = prompt_usage
+            prompt_ids = message.get("prompt_token_ids")
+            if isinstance(prompt_ids, list) and result.prompt_token_ids is None:
+                result.prompt_token_ids = [i for i in prompt_ids if isinstance(i, int)]
             for choice in _choices(message):
+                _take_tool_calls(choice, result)
                 tokens, ids = _chunk_tokens(choice)
                 if counted is not None and ids is None:
                     tokens = max(0, counted - result.server_counted)
+                reasoning = _reasoning_text(choice)
                 if tokens and result.first_token is None:
                     result.first_token = now
                 if tokens:
@@ -216,6 +284,9 @@ class Connection:
                     result.chunk_tokens.append(tokens)
                     result.ids_in_every_chunk &= ids is not None
                     result.token_ids += ids or []
+                    result.chunk_texts.append(_choice_text(choice) or "")
+                    result.chunk_reasoning.append(bool(reasoning) and not _choice_text(choice))
+                result.reasoning_seen |= bool(reasoning)
                 result.token_times += [now] * tokens
                 result.pieces.append(_choice_text(choice))
             if counted is not None:
@@ -322,9 +393,9 @@ def _choices(message: dict[str, Any]) -> list[dict[str, Any]]:
     return choices
 
 
-def _usage_tokens(message: dict[str, Any]) -> int | None:
+def _usage_tokens(message: dict[str, Any], key: str = "completion_tokens") -> int | None:
     usage = message.get("usage")
-    count = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    count = usage.get(key) if isinstance(usage, dict) else None
     return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
 
 
@@ -333,6 +404,46 @@ def _server_count(message: dict[str, Any]) -> int | None:
     timings = message.get("timings")
     count = timings.get("predicted_n") if isinstance(timings, dict) else None
     return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else None
+def _reasoning_text(choice: dict[str, Any]) -> str | None:
+    """The reasoning a streamed choice carries apart from its answer (vLLM: `reasoning`; DeepSeek's API and
+    older vLLM: `reasoning_content`)."""
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice.get("message")
+    if not isinstance(delta, dict):
+        return None
+    for key in ("reasoning", "reasoning_content"):
+        if isinstance(delta.get(key), str):
+            return delta[key]
+    return None
+
+
+def _tool_call_text(choice: dict[str, Any]) -> str | None:
+    """What a choice's tool-call delta adds (a name, a piece of the arguments); None when it has none."""
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice.get("message")
+    calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+    if not isinstance(calls, list) or not calls:
+        return None
+    text = ""
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            text += str(function.get("name") or "") + str(function.get("arguments") or "")
+    return text
+
+
+def _take_tool_calls(choice: dict[str, Any], result: StreamResult) -> None:
+    """Gather tool calls by their index: a name once, arguments in pieces."""
+    delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else choice.get("message")
+    calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+    for position, call in enumerate(calls if isinstance(calls, list) else []):
+        if not isinstance(call, dict):
+            continue
+        index = call.get("index") if isinstance(call.get("index"), int) else position
+        entry = result.tool_calls.setdefault(index, {"name": "", "arguments": ""})
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        if isinstance(function.get("name"), str):
+            entry["name"] += function["name"]
+        if isinstance(function.get("arguments"), str):
+            entry["arguments"] += function["arguments"]
 
 
 def _text_field(choice: dict[str, Any]) -> str | None:
@@ -360,7 +471,12 @@ def _chunk_tokens(choice: dict[str, Any]) -> tuple[int, list[int] | None]:
         return len(ids), ids
     text = _text_field(choice)
     if text is None:
+        text = _reasoning_text(choice) or _tool_call_text(choice)
+    if text is None:
         return 0, None
+    delta = choice.get("delta")
+    if not text and isinstance(delta, dict) and delta.get("role"):
+        return 0, None  # the chat route's opening chunk names the role and carries no token (vLLM, OpenAI)
     return (1 if text or choice.get("finish_reason") is None else 0), None
 
 

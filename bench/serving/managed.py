@@ -58,6 +58,8 @@ def server_command(spec: AnyServerSpec, model_dir: Path, port: int) -> list[str]
         # so repeated prompts cannot make a server look faster than it is.
         if not any("prefix-caching" in a for a in args):
             args.append("--no-enable-prefix-caching")
+        if spec.weights == "dummy" and not any(a.startswith("--load-format") for a in args):
+            args += ["--load-format", "dummy"]  # a weightless card directory: vLLM makes the weights
         return [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                 "--host", "127.0.0.1", "--port", str(port), *args]
     return [arg.replace("{port}", str(port)).replace("{model}", str(model_dir)) for arg in spec.command or []]
