@@ -28,14 +28,21 @@ def _normalise_dtype(value: Any) -> Any:
 
 
 class EngineEntry(Strict):
-    """What every engine entry may say: which of the profile's models it runs (default: all of them).
-    Not part of a cell's identity: it chooses cells, it does not change how one is measured."""
+    """What every engine entry may say: which of the profile's models and workloads it runs (default: all
+    of them). Not part of a cell's identity: they choose cells, they do not change how one is measured."""
 
     models: list[str] | None = Field(
         None, description="run only these models (their names or cards); default: every model of the profile")
+    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
+                                                          "not part of its cells' identity")
 
     def runs(self, model: ModelSpec) -> bool:
         return self.models is None or model.display_name in self.models or (model.card or "") in self.models
+
+    @property
+    def weights_source(self) -> str:
+        """Where the weights come from: files lokaal-bench writes or finds ("files"), or vLLM's dummy loader."""
+        return "files"
 
 
 class TransformersEngineSpec(EngineEntry):
@@ -47,8 +54,6 @@ class TransformersEngineSpec(EngineEntry):
     threads: Literal["auto"] | Annotated[int, Field(ge=1)] | list[int] = "auto"
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     compile: bool = False
-    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
-                                                          "not part of its cells' identity")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
@@ -56,10 +61,6 @@ class TransformersEngineSpec(EngineEntry):
     def weights_dtype(self) -> str:
         """The dtype the model's weights are prepared in (a cell's engine has one value)."""
         return str(self.dtype)
-
-    @property
-    def weights_source(self) -> str:
-        return "files"
 
     @field_validator("device")
     @classmethod
@@ -108,8 +109,6 @@ class OpenAIEngineSpec(EngineEntry):
     think_tags: bool = Field(False, description="reasoning comes inside <think>...</think> in the answer's text "
                                                 "(a server without a reasoning parser); reasoning_content is "
                                                 "always read")
-    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
-                                                          "not part of its cells' identity")
 
     @field_validator("base_urls")
     @classmethod
@@ -177,8 +176,6 @@ class VllmEngineSpec(EngineEntry):
         0.05, description="vLLM's own first/last-token times and the wall clock may differ by this much")
     engine_args: dict[str, Any] = Field(default_factory=dict, description="further vllm.EngineArgs, verbatim")
     weights: Weights = Field("files", description=WEIGHTS_DESCRIPTION)
-    workloads: list[str] | None = Field(None, description="the workloads this engine runs (default: all); "
-                                                          "not part of its cells' identity")
 
     _normalise = field_validator("dtype", mode="before")(_normalise_dtype)
 
@@ -259,10 +256,6 @@ class LlamaCppEngineSpec(EngineEntry):
         """The GGUF type the model is prepared in (a cell's engine has one value): F16 for a card when
         none is given; `gguf` for a local file kept as it is."""
         return str(self.quantization) if self.quantization else AS_FILE
-
-    @property
-    def weights_source(self) -> str:
-        return "files"  # a GGUF file, written by lokaal-bench for a card
 
     @model_validator(mode="after")
     def _batches(self) -> LlamaCppEngineSpec:
