@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -185,3 +186,15 @@ def optional_engine(name: str, modules: tuple[str, ...], install: str) -> list[p
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     return [getattr(pytest.mark, name),
             pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed ({install})")]
+
+
+def cells_by_label(out: Path) -> dict[str, tuple[dict, list]]:
+    """A result set's cells by label: (cell.json, its request records), as the runner wrote them."""
+    from bench.results.records import read_records
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    found = {}
+    for entry in manifest["cells"]:
+        summary = json.loads((out / entry["dir"] / "cell.json").read_text())
+        found[entry["label"]] = (summary, list(read_records(out / entry["dir"] / "records.jsonl.gz")))
+    return found

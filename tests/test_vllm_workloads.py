@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results.records import read_records
-from conftest import run_bench, tiny_profile
+from conftest import cells_by_label, run_bench, tiny_profile
 
 pytestmark = [
     pytest.mark.vllm,
@@ -45,19 +44,12 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.C
     return run_bench(directory, profile)
 
 
-def _cells(out: Path) -> dict[str, tuple[dict, list]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    found = {}
-    for entry in manifest["cells"]:
-        summary = json.loads((out / entry["dir"] / "cell.json").read_text())
-        found[entry["label"]] = (summary, list(read_records(out / entry["dir"] / "records.jsonl.gz")))
-    return found
 
 
 def test_conversations_resend_their_history_to_vllm(result) -> None:
     out, done = result
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    for label, (summary, records) in _cells(out).items():
+    for label, (summary, records) in cells_by_label(out).items():
         assert summary["status"] == "COMPLETED", summary["reason"]
         assert summary["server_metrics"]["available"], summary["server_metrics"]
         if "conversation" not in label:
@@ -77,7 +69,7 @@ def test_conversations_resend_their_history_to_vllm(result) -> None:
 def test_prefix_caching_on_and_off_is_measured_by_vllm(result) -> None:
     out, done = result
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    found = {label: summary for label, (summary, _) in _cells(out).items() if "documents" in label}
+    found = {label: summary for label, (summary, _) in cells_by_label(out).items() if "documents" in label}
     off = next(s for label, s in found.items() if "prefix-cache" not in label)["prefix_cache"]
     on = next(s for label, s in found.items() if "prefix-cache" in label)["prefix_cache"]
     assert off["caching"] is False and on["caching"] is True

@@ -20,11 +20,10 @@ from bench.profile.conversations import conversation_stream
 from bench.profile.documents import document_pool, expected_hit_rate
 from bench.profile.workload_specs import WorkloadSpec
 from bench.profile.workloads import TokenSpace, request_stream, token_ids_sha256
-from bench.results.records import read_records
 from bench.scenarios.conversation_state import ConversationState, TurnTooLong
 from bench.serving.calibrate import start_server
 from bench.telemetry.server_metrics import parse_prometheus, scrape_refusal
-from conftest import tiny_profile
+from conftest import cells_by_label, tiny_profile
 
 TTFT, ITL = 0.02, 0.005
 
@@ -46,13 +45,6 @@ def run(write_profile, tmp_path: Path, profile: dict) -> tuple[subprocess.Comple
     return done, out
 
 
-def cells(out: Path) -> dict[str, tuple[dict, list]]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    found = {}
-    for entry in manifest["cells"]:
-        summary = json.loads((out / entry["dir"] / "cell.json").read_text())
-        found[entry["label"]] = (summary, list(read_records(out / entry["dir"] / "records.jsonl.gz")))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +103,7 @@ def test_in_process_conversation_records_turns(write_profile, tmp_path: Path) ->
                                              {"kind": "offline", "batch_sizes": [2], "batches": 1}],
         run={"repetitions": 1, "warmup": 1, "min_duration_s": 0}))
     assert done.returncode == 0, done.stdout + done.stderr
-    for summary, records in cells(out).values():
+    for summary, records in cells_by_label(out).values():
         measured = [r for r in records if not r.warmup]
         by_conversation: dict[int, list] = {}
         for r in measured:
@@ -123,8 +115,8 @@ def test_in_process_conversation_records_turns(write_profile, tmp_path: Path) ->
                 assert after.history_tokens == before.input_tokens + before.output_tokens
         view = summary["conversation"]
         assert [t["turn"] for t in view["turns"]] == [0, 1, 2] and view["history_dropped"]["requests"] == 0
-    offline = next(s for s, _ in cells(out).values() if "offline" in s["label"])
-    assert {r.batch_size for r in cells(out)[offline["label"]][1]} == {2}  # two conversations side by side
+    offline = next(s for s, _ in cells_by_label(out).values() if "offline" in s["label"])
+    assert {r.batch_size for r in cells_by_label(out)[offline["label"]][1]} == {2}  # two conversations side by side
     table = subprocess.run([sys.executable, "-m", "bench", "table", str(out), "--format", "json"],
                            capture_output=True, text=True, timeout=120)
     row = json.loads(table.stdout)["rows"][0]
@@ -142,7 +134,7 @@ def test_served_conversation_and_shared_documents_with_the_servers_view(write_pr
             run={"repetitions": 1, "warmup": 1, "min_duration_s": 0, "telemetry_interval_s": 0.1})
         done, out = run(write_profile, tmp_path, profile)
     assert done.returncode == 0, done.stdout + done.stderr
-    found = {label.split(" | ")[2]: value for label, value in cells(out).items()}
+    found = {label.split(" | ")[2]: value for label, value in cells_by_label(out).items()}
     conversation, records = found["chat"]
     assert conversation["status"] == "COMPLETED", conversation["reason"]
     assert {r.turn for r in records if not r.warmup} == {0, 1, 2}
@@ -177,7 +169,7 @@ def test_an_unreachable_metrics_page_is_a_note_not_a_failure(write_profile, tmp_
                                run={"repetitions": 1, "warmup": 1, "min_duration_s": 0, "telemetry_interval_s": 0.1})
         done, out = run(write_profile, tmp_path, profile)
     assert done.returncode == 0, done.stdout + done.stderr
-    [(summary, _)] = cells(out).values()
+    [(summary, _)] = cells_by_label(out).values()
     assert summary["status"] == "COMPLETED"
     assert not summary["server_metrics"]["available"] and "HTTP 404" in summary["server_metrics"]["reason"]
     assert any("/metrics was not read" in note for note in summary["validity"]["notes"])
@@ -194,7 +186,7 @@ def test_reasoning_and_answer_tokens_are_counted_apart(write_profile, tmp_path: 
                                run={"repetitions": 1, "warmup": 1, "min_duration_s": 0})
         done, out = run(write_profile, tmp_path, profile)
     assert done.returncode == 0, done.stdout + done.stderr
-    [(summary, records)] = cells(out).values()
+    [(summary, records)] = cells_by_label(out).values()
     for r in records:
         assert r.ok and r.output_tokens == 12 and r.reasoning_tokens == 5
         assert r.submit_time < r.first_token_time < r.first_answer_time <= r.end_time
@@ -220,7 +212,7 @@ def test_structured_answers_are_judged_on_validity(write_profile, tmp_path: Path
                                run={"repetitions": 1, "warmup": 1, "min_duration_s": 0})
         done, out = run(write_profile, tmp_path, profile)
     assert done.returncode == 0 or done.returncode == 1, done.stdout + done.stderr  # 1: a cell is INVALID
-    found = {label.split(" | ")[2]: value for label, value in cells(out).items()}
+    found = {label.split(" | ")[2]: value for label, value in cells_by_label(out).items()}
     summary, records = found["w"]
     view = summary["structured"]
     assert view["kind"] == ("json_schema" if structure == "schema" else "tools")

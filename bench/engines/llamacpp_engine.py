@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.engines.base import BatchResult
+from bench.engines.llamacpp_label import on_off
 from bench.profile.engine_specs import LlamaCppEngineSpec
 from bench.profile.workloads import TokenSpace
 
@@ -43,14 +44,6 @@ MAX_SEQUENCES = 64
 CPU_FEATURES = ("SSE3", "AVX", "AVX2", "AVX_VNNI", "F16C", "FMA", "AVX512", "AVX512_VBMI", "AVX512_VNNI",
                 "AVX512_BF16", "AMX_INT8", "AMX_BF16", "BMI2", "NEON", "ARM_FMA", "SVE", "OPENMP", "LLAMAFILE",
                 "REPACK")
-
-
-def flash_attn_mode(value: Any) -> str:
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    return str(value)
 
 
 def resolve_threads(value: Any) -> int:
@@ -148,7 +141,7 @@ class LlamaCppEngine:
         self.n_batch = int(settings.n_batch)  # type: ignore[arg-type]
         self.n_ubatch = int(settings.n_ubatch)  # type: ignore[arg-type]
         self.kv_type = str(settings.kv_cache_type).lower()
-        self.flash_attn = flash_attn_mode(settings.flash_attn)
+        self.flash_attn = on_off(settings.flash_attn)
         self.n_gpu_layers = int(settings.n_gpu_layers)  # type: ignore[arg-type]
         self.use_mmap, self.use_mlock = bool(settings.use_mmap), bool(settings.use_mlock)
         self.numa = str(settings.numa)

@@ -26,7 +26,8 @@ _NOTED: dict[str, tuple[Any, str]] = {
 }
 
 
-def _flag(value: Any) -> str:
+def on_off(value: Any) -> str:
+    """A llama.cpp switch as its flags spell it: on, off, or the value itself (auto)."""
     if value is True:
         return "on"
     if value is False:
@@ -51,5 +52,5 @@ def llamacpp_label(engine: dict[str, Any]) -> str:
     for key, (default, form) in defaults.items():
         value = settings.get(key, default)
         if value != default:
-            parts.append(form.format(_flag(value)))
+            parts.append(form.format(on_off(value)))
     return "/".join(parts)

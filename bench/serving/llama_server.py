@@ -16,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench.engines.llamacpp_label import on_off
 from bench.profile.engine_specs import LlamaServerSpec
 from bench.serving.managed import ServerStartError
 
@@ -84,10 +85,6 @@ def build_record(binary: Path) -> dict[str, Any] | None:
 _LOAD_MODE = {(True, True): "mmap+mlock", (True, False): "mmap", (False, True): "mlock", (False, False): "none"}
 
 
-def _flag(value: Any) -> str:
-    return "on" if value is True else "off" if value is False else str(value)
-
-
 def llama_server_command(spec: LlamaServerSpec, model: Path, port: int) -> list[str]:
     """llama-server on `model` (a GGUF) bound to 127.0.0.1:`port`, with the profile's settings. Benchmark
     hygiene: no prompt cache kept in RAM across requests (--cache-ram 0), /metrics on, no web UI."""
@@ -102,7 +99,7 @@ def llama_server_command(spec: LlamaServerSpec, model: Path, port: int) -> list[
         "--ctx-size", str(spec.n_ctx), "--kv-unified",
         "--threads", str(threads), "--threads-batch", str(resolve_threads(spec.threads_batch or threads)),
         "--batch-size", str(spec.n_batch), "--ubatch-size", str(spec.n_ubatch),
-        "--flash-attn", _flag(spec.flash_attn),
+        "--flash-attn", on_off(spec.flash_attn),
         "--cache-type-k", spec.kv_cache_type, "--cache-type-v", spec.kv_cache_type,
         "--n-gpu-layers", str(spec.n_gpu_layers),
         "--load-mode", _LOAD_MODE[(spec.use_mmap, spec.use_mlock)],
