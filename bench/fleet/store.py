@@ -242,6 +242,18 @@ def _replace_older(con: Any, name: str, manifest: dict[str, Any], seal: str) -> 
 
 
 # --- reading ----------------------------------------------------------------------------------------
+# A load reads in one connection (opening one costs about 15 ms, the most of a small history) only what
+# every reader needs: each set's name, start, machine, campaign and cell entries, and each cell's scenario
+# kind, by DuckDB's JSON functions; and the samples of the metrics the caller names. Manifests and
+# summaries are decoded when first used (a history over a hundred sets needs neither), and records when
+# first asked for.
+
+_SETS_QUERY = ("SELECT seal, name, created, machine_id, json_extract(manifest, '$.cells'), "
+               "json_extract(manifest, '$.campaign'), manifest FROM result_sets")
+_CELLS_QUERY = ("SELECT seal, cell_id, summary, json_extract_string(summary, '$.config.scenario.kind') FROM cells "
+                "WHERE list_contains(?, seal) ORDER BY seal, position")
+_SAMPLES_QUERY = ("SELECT seal, cell_id, kind, payload FROM samples WHERE metric = ? AND registry = ? AND "
+                  "list_contains(?, seal)")
 
 
 def split_source(text: str) -> tuple[Path, str | None]:
@@ -249,14 +261,22 @@ def split_source(text: str) -> tuple[Path, str | None]:
     return Path(db), (name or None)
 
 
-class _StoredRecords:
-    """The per-request records of every set one load read, fetched in one query when the first is asked
-    for (history and compare ask for all of them; table for none)."""
+class _StoredData:
+    """The per-request records and metric samples of every set one load read: samples of a metric for all
+    cells in one query (in the load's own connection when the caller named the metric), records in one
+    query when the first is asked for (history and compare need none where samples are stored)."""
 
     def __init__(self, db: Path, seals: list[str]):
         self.db, self.seals = db, seals
         self._by_cell: dict[tuple[str, str], list[str]] | None = None
-        self._samples: dict[str, dict[tuple[str, str], list[Any]]] = {}
+        self._payloads: dict[str, dict[tuple[str, str], tuple[str, str]]] = {}
+        self._decoded: dict[tuple[str, str, str], list[Any]] = {}
+
+    def fetch_samples(self, con: Any, bases: Iterable[str]) -> None:
+        fingerprint = registry_fingerprint()
+        for base in bases:
+            self._payloads[base] = {(seal, cell): (kind, payload) for seal, cell, kind, payload in con.execute(
+                _SAMPLES_QUERY, [base, fingerprint, self.seals]).fetchall()}
 
     def of(self, seal: str, cell_id: str) -> list[RequestRecord]:
         if self._by_cell is None:
@@ -269,81 +289,128 @@ class _StoredRecords:
         return [RequestRecord.from_json(json.loads(r)) for r in self._by_cell.get((seal, cell_id), [])]
 
     def samples(self, seal: str, cell_id: str, base: str) -> list[Any] | None:
-        """A metric's stored samples, all cells' fetched in one query; None where they were derived by
-        other metric definitions than this reader's (the records then give them)."""
-        if base not in self._samples:
-            found: dict[tuple[str, str], list[Any]] = {}
+        """A metric's stored samples; None where they were derived by other metric definitions than this
+        reader's (the records then give them)."""
+        if base not in self._payloads:
             with connect(self.db, write=False) as con:
-                for row_seal, row_cell, kind, payload in con.execute(
-                        "SELECT seal, cell_id, kind, payload FROM samples WHERE metric = ? AND registry = ? AND "
-                        "list_contains(?, seal)", [base, registry_fingerprint(), self.seals]).fetchall():
-                    found[(row_seal, row_cell)] = _decode_samples(kind, json.loads(payload))
-            self._samples[base] = found
-        return self._samples[base].get((seal, cell_id))
+                self.fetch_samples(con, [base])
+        key = (seal, cell_id, base)
+        if key not in self._decoded:
+            stored = self._payloads[base].get((seal, cell_id))
+            if stored is None:
+                return None
+            self._decoded[key] = _decode_samples(stored[0], json.loads(stored[1]))
+        return self._decoded[key]
 
 
 @dataclass(eq=False)
 class StoredCell(LoadedCell):
-    """A cell read from the store; its records come from the store too (read once, when asked)."""
+    """A cell read from the store; its summary is decoded on first use, its records come from the store."""
+
+    summary: dict[str, Any] | None = field(init=False, repr=False)  # set by __getattr__ when first read
+    summary_json: str | None = field(default=None, repr=False)
+    stored_scenario_kind: str | None = field(default=None, repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "summary":
+            raise AttributeError(name)
+        self.summary = None if self.summary_json is None else json.loads(self.summary_json)
+        return self.summary
+
+    @property
+    def served(self) -> bool:
+        from bench.profile.spec import SERVED_SCENARIOS
+
+        return self.stored_scenario_kind in SERVED_SCENARIOS
 
     @cached_property
     def records(self) -> list[RequestRecord]:
-        result_set = self.result_set
-        assert isinstance(result_set, StoredResultSet) and result_set.stored_records is not None
-        return result_set.stored_records.of(result_set.seal, self.id)
+        return self._stored_set.stored_data.of(self._stored_set.seal, self.id)
 
     def samples(self, base: str) -> list[Any]:
-        result_set = self.result_set
-        assert isinstance(result_set, StoredResultSet) and result_set.stored_records is not None
-        stored = result_set.stored_records.samples(result_set.seal, self.id, base)
+        stored = self._stored_set.stored_data.samples(self._stored_set.seal, self.id, base)
         return super().samples(base) if stored is None else stored
 
     @cached_property
     def telemetry_samples(self) -> list[dict[str, Any]]:
         return []  # the store keeps summaries and records; raw telemetry samples stay in the result set
 
+    @property
+    def _stored_set(self) -> StoredResultSet:
+        assert isinstance(self.result_set, StoredResultSet)
+        return self.result_set
+
 
 @dataclass(eq=False)
 class StoredResultSet(LoadedResultSet):
+    """A result set read from the store; its manifest is decoded on first use."""
+
+    manifest: dict[str, Any] = field(init=False, repr=False)  # set by __getattr__ when first read
+    manifest_json: str = field(default="{}", repr=False)
     db: Path = field(default=Path(), repr=False)
     seal: str = ""
     stored_name: str = ""
-    stored_cells: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list, repr=False)
-    stored_records: _StoredRecords | None = field(default=None, repr=False)
+    stored_created: str | None = None
+    stored_machine_id: str | None = None
+    stored_campaign: dict[str, Any] | None = field(default=None, repr=False)
+    cell_entries: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    stored_cells: dict[str, tuple[str | None, str | None]] = field(default_factory=dict, repr=False)
+    stored_data: _StoredData = field(default_factory=lambda: _StoredData(Path(), []), repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "manifest":
+            raise AttributeError(name)
+        self.manifest = json.loads(self.manifest_json)
+        return self.manifest
 
     @property
     def name(self) -> str:
         return self.stored_name
 
+    @property
+    def created(self) -> str:
+        return self.stored_created or ""
+
+    @property
+    def machine_id(self) -> str | None:
+        return self.stored_machine_id
+
+    @property
+    def campaign(self) -> dict[str, Any] | None:
+        return self.stored_campaign
+
     @cached_property
     def cells(self) -> list[LoadedCell]:
-        by_id = dict(self.stored_cells)
-        return [StoredCell(self, entry, by_id.get(entry["id"])) for entry in self.manifest.get("cells", [])]
+        return [StoredCell(self, entry, summary_json=self.stored_cells.get(entry["id"], (None, None))[0],
+                           stored_scenario_kind=self.stored_cells.get(entry["id"], (None, None))[1])
+                for entry in self.cell_entries]
 
 
-def load_from_store(text: str) -> list[LoadedResultSet]:
-    """The store's runs (or the one NAME names: a result set, a run id, or a campaign's shards), oldest first."""
+def load_from_store(text: str, samples_of: Iterable[str] = ()) -> list[LoadedResultSet]:
+    """The store's runs (or the one NAME names: a result set, a run id, or a campaign's shards), oldest
+    first; with the samples of the metrics in `samples_of` fetched at once."""
     db, name = split_source(text)
-    query = "SELECT seal, name, manifest FROM result_sets"
-    params: list[Any] = []
+    query, params = _SETS_QUERY, []
     if name:
         query += " WHERE name = ? OR run_id = ? OR campaign_id = ?"
         params = [name, name, name]
     with connect(db, write=False) as con:
         sets = con.execute(query + " ORDER BY created, name", params).fetchall()
         seals = [row[0] for row in sets]
-        cells: dict[str, list[tuple[str, Any]]] = {s: [] for s in seals}
+        cells: dict[str, dict[str, tuple[str | None, str | None]]] = {s: {} for s in seals}
+        data = _StoredData(db, seals)
         if seals:
-            for seal, cell_id, summary in con.execute(
-                    "SELECT seal, cell_id, summary FROM cells WHERE list_contains(?, seal) ORDER BY seal, position",
-                    [seals]).fetchall():
-                cells[seal].append((cell_id, None if summary is None else json.loads(summary)))
+            for seal, cell_id, summary, scenario_kind in con.execute(_CELLS_QUERY, [seals]).fetchall():
+                cells[seal][cell_id] = (summary, scenario_kind)
+            data.fetch_samples(con, samples_of)
     if name and not sets:
         raise ResultSetError(f"{text}: the store holds no result set, run id or campaign named {name!r}")
-    records = _StoredRecords(db, seals)
-    return [StoredResultSet(Path(f"{db}{STORE_SEPARATOR}{set_name}"), json.loads(manifest), db=db, seal=seal,
-                            stored_name=set_name, stored_cells=cells[seal], stored_records=records)
-            for seal, set_name, manifest in sets]
+    return [StoredResultSet(Path(f"{db}{STORE_SEPARATOR}{set_name}"), manifest_json=manifest, db=db, seal=seal,
+                            stored_name=set_name, stored_created=created, stored_machine_id=machine_id,
+                            stored_campaign=None if campaign is None else json.loads(campaign),
+                            cell_entries=json.loads(entries) if entries else [], stored_cells=cells[seal],
+                            stored_data=data)
+            for seal, set_name, created, machine_id, entries, campaign, manifest in sets]
 
 
 def export_parquet(db: Path, directory: Path) -> list[Path]:

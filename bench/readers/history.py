@@ -45,7 +45,7 @@ def collect(paths: Source | Iterable[Source], metric: str, cell: str | None = No
     """Every cell's series of a metric over the result sets, oldest first, change points marked."""
     base, stat = registry.split_metric(metric)
     definition = registry.METRICS[base]
-    sets = sorted(load_result_sets(paths), key=lambda s: s.created)
+    sets = sorted(load_result_sets(paths, samples_of=[base]), key=lambda s: s.created)
     found: dict[str, Series] = {}
     for index, result_set in enumerate(sets):
         for one in result_set.cells:

@@ -369,10 +369,13 @@ def load_result_set(source: str | Path) -> LoadedResultSet:
     return runs[0]
 
 
-def load_result_sets(sources: Source | Iterable[Source], merge: bool = True) -> list[LoadedResultSet]:
+def load_result_sets(sources: Source | Iterable[Source], merge: bool = True,
+                     samples_of: Iterable[str] = ()) -> list[LoadedResultSet]:
     """Result sets from directories, folders of them, campaign directories, stores and loaded sets (passed
-    through as they are); with `merge` (the default) a campaign's shards on one machine kind are one run."""
+    through as they are); with `merge` (the default) a campaign's shards on one machine kind are one run.
+    `samples_of` names the metrics whose samples the caller will read: a store fetches them at once."""
     items: Iterable[Source] = [sources] if isinstance(sources, str | Path | LoadedResultSet) else sources
+    samples_of = tuple(samples_of)
     loaded: list[LoadedResultSet] = []
     for item in items:
         if isinstance(item, LoadedResultSet):
@@ -380,7 +383,7 @@ def load_result_sets(sources: Source | Iterable[Source], merge: bool = True) -> 
         elif is_store(item):
             from bench.fleet.store import load_from_store
 
-            loaded += load_from_store(str(item))
+            loaded += load_from_store(str(item), samples_of)
         else:
             loaded += [_read_one(p) for p in result_set_paths([Path(item)])]
     return merge_campaigns(loaded) if merge else loaded
