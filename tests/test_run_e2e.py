@@ -54,6 +54,10 @@ def test_run_writes_a_valid_result_set(write_profile, tmp_path: Path) -> None:
     done = run_cli("run", str(profile), "--output", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "lokaal-bench summary" in done.stdout and str(out) in done.stdout.replace("\n", "")
+    # Not a terminal (a nightly log): each cell's phases are lines, each repetition once.
+    single = [line for line in done.stdout.splitlines() if "single-stream" in line and "(at " in line]
+    assert [line.split(": ")[-1].split(" (at")[0] for line in single if "repetition" in line][:2] == \
+        ["repetition 1/2", "repetition 2/2"], done.stdout
 
     manifest = ResultSet(out).read_manifest()
     validate(manifest, "manifest")

@@ -8,6 +8,7 @@ import itertools
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from pydantic import TypeAdapter
 from scipy import stats
 
 from bench.measure import slo
+from bench.measure.metric_registry import span
 from bench.measure.sizing import (
     RepetitionPlan,
     estimate_run,
@@ -30,6 +32,8 @@ from bench.profile.points import ScenarioPoint
 from bench.profile.run_settings import RunSettings
 from bench.profile.workload_specs import WorkloadSpec
 from bench.profile.workloads import TokenSpace, file_requests, request_stream, synthetic_requests
+from bench.results.records import RequestRecord
+from bench.scenarios.common import ScenarioContext
 from bench.scenarios.served import arrival_stream, arrival_times
 from conftest import REPO
 
@@ -170,3 +174,24 @@ def test_validate_prints_each_cells_plan_and_the_total() -> None:
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     assert "auto 3-8" in text and "measured at least" in text and "estimated total: at least" in text
+
+
+def test_a_sequential_repetitions_time_floor_holds_on_its_records_own_span() -> None:
+    """Each batch ends at once, then its bookkeeping takes 40 ms: the wall clock at the check runs past the
+    records' last end every time. The repetition must go on until the records' own span (first submit to
+    last end, what validity measures) holds the floor, not stop when the wall clock alone does."""
+    plan = plan_of({"repetitions": 1}, SINGLE)  # the nightly floors: 1 s and 10 requests
+    t0 = time.perf_counter()
+    ctx = ScenarioContext(engine=None, scenario=SINGLE, workload=None, plan=plan, t0=t0,  # type: ignore[arg-type]
+                          progress=lambda *a: None)
+
+    def run_batch(index: int) -> list[RequestRecord]:
+        now = time.perf_counter() - t0
+        record = RequestRecord(index, 0, index, 1, 8, 1, submit_time=now, first_token_time=now, end_time=now,
+                               output_tokens=1)
+        time.sleep(0.04)
+        return [record]
+
+    records = ctx.sequential_repetition(0, run_batch)
+    assert span(records) >= plan.min_duration_per_repetition_s == 1.0
+    assert ctx.issued[0]["bound"] == "duration" and ctx.issued[0]["requests"] == len(records) > 10

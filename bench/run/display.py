@@ -3,6 +3,7 @@ bench.readers.printing, so it prints in every format)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -163,7 +164,9 @@ def summary_table(summaries: list[dict[str, Any]]) -> Table:
 
 
 class RunDisplay:
-    """Progress bars on a terminal; one line per finished cell everywhere (logs of nightly runs)."""
+    """Progress bars on a terminal; one line per finished cell everywhere (logs of nightly runs), and in a
+    log one line each time a cell enters a phase (load, each warm-up and repetition), with its elapsed time,
+    so a procurement cell of half an hour is not silent."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -180,6 +183,8 @@ class RunDisplay:
         self.cell_task: Any = None
         self.finished = 0
         self.total = 0
+        self.cell_phase: str | None = None
+        self.cell_began = 0.0
 
     def __enter__(self) -> RunDisplay:
         self.progress.start()
@@ -205,9 +210,18 @@ class RunDisplay:
         self.console.print(f"[dim]{text}[/]")
 
     def cell_started(self, cell: Cell, index: int, total: int) -> None:
+        self.cell_phase, self.cell_began = None, time.monotonic()
         self.progress.update(self.cell_task, description=f"{cell.label}: starting", completed=0, total=None)
 
+    def _log_phase(self, cell: Cell, phase: str) -> None:
+        if self.console.is_terminal or phase == self.cell_phase or phase == "done":
+            return
+        self.cell_phase = phase
+        self.console.print(f"  {cell.label}: {phase} (at {time.monotonic() - self.cell_began:.0f} s)")
+
     def cell_event(self, cell: Cell, event: dict[str, Any]) -> None:
+        if event.get("event") in ("phase", "progress"):
+            self._log_phase(cell, event["phase"])
         if event.get("event") == "phase":
             self.progress.update(self.cell_task, description=f"{cell.label}: {event['phase']}", total=None)
         elif event.get("event") == "progress":

@@ -96,13 +96,41 @@ class ScenarioContext:
         not from when the loop began, so a floor that held is a measured duration that holds."""
         return max(started, self.t0 + min((r.submit_time for r in first_batch), default=started - self.t0))
 
-    def enough(self, repetition_start: float, issued: int, count: int | None = None) -> bool:
-        """Both floors hold for a repetition that started at `repetition_start` and issued `issued` requests."""
-        return self.plan.enough(time.perf_counter() - repetition_start, issued, count)
+    def enough(self, repetition_start: float, issued: int, count: int | None = None,
+               measured_until: float | None = None) -> bool:
+        """Both floors hold for a repetition that started at `repetition_start` and issued `issued` requests;
+        its time counted up to `measured_until` (where its records end) or, without one, to now."""
+        until = time.perf_counter() if measured_until is None else measured_until
+        return self.plan.enough(until - repetition_start, issued, count)
 
-    def keep_issuing(self, repetition_start: float, issued: int, count: int | None = None) -> bool:
+    def keep_issuing(self, repetition_start: float, issued: int, count: int | None = None,
+                     measured_until: float | None = None) -> bool:
         """Issue more work: a floor does not hold yet, and run.max_duration_s has not passed."""
-        return not self.enough(repetition_start, issued, count) and not self.out_of_time(repetition_start)
+        return (not self.enough(repetition_start, issued, count, measured_until)
+                and not self.out_of_time(repetition_start))
+
+    def sequential_repetition(self, repetition: int,
+                              run_batch: Callable[[int], list[RequestRecord]]) -> list[RequestRecord]:
+        """One repetition of batches one after another (`run_batch(index)` runs batch `index`), until both
+        floors hold, capped by run.max_duration_s. Its time is the records' own span, first submit to last
+        end, which is what validity measures: the wall clock at the check runs on past the last end by
+        the records' bookkeeping, and a floor met by that clock alone could be a span just short of it."""
+        started = time.perf_counter()
+        records: list[RequestRecord] = []
+        issued = index = 0
+        measured_until: float | None = None
+        while self.keep_issuing(started, issued, measured_until=measured_until):
+            self.progress(self.phase(repetition), issued, self.plan.min_requests_per_repetition)
+            batch = run_batch(index)
+            records += batch
+            started = self.measured_from(started, batch) if index == 0 else started
+            ends = [r.end_time for r in batch if r.end_time is not None]
+            # a batch that ended nowhere (every request failed before its end) counts to now
+            measured_until = self.t0 + max(ends) if ends else time.perf_counter()
+            issued += len(batch)
+            index += 1
+        self.note_repetition(repetition, started, issued)
+        return records
 
     def note_repetition(self, repetition: int, started: float, issued: int, count: int | None = None) -> None:
         """What a repetition issued and which floor ended it: the count, the duration or the cap."""
@@ -266,15 +294,6 @@ def run_batched(ctx: ScenarioContext, batch_size: int) -> list[RequestRecord]:
     records = ctx.warmup_batches(lambda index: generate(list(itertools.islice(warm_stream, batch_size)), -1, index))
     for repetition in ctx.repetition_indices(records):
         stream = ctx.stream(repetition + 1)
-        started = time.perf_counter()
-        issued = index = 0
-        while ctx.keep_issuing(started, issued):
-            ctx.progress(ctx.phase(repetition), issued, ctx.plan.min_requests_per_repetition)
-            chunk = list(itertools.islice(stream, batch_size))
-            batch = generate(chunk, repetition, index)
-            records += batch
-            started = ctx.measured_from(started, batch) if index == 0 else started
-            issued += len(chunk)
-            index += 1
-        ctx.note_repetition(repetition, started, issued)
+        records += ctx.sequential_repetition(repetition, lambda index, stream=stream, repetition=repetition: generate(
+            list(itertools.islice(stream, batch_size)), repetition, index))
     return records

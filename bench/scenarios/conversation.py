@@ -262,14 +262,6 @@ def run_in_process(ctx: ScenarioContext, batch_size: int) -> list[RequestRecord]
     records = ctx.warmup_batches(lambda index: batch(list(itertools.islice(warm_stream, batch_size)), -1, index))
     for repetition in ctx.repetition_indices(records):
         stream = conversations(ctx, repetition + 1)
-        started = time.perf_counter()
-        issued = index = 0
-        while ctx.keep_issuing(started, issued):
-            ctx.progress(ctx.phase(repetition), issued, ctx.plan.min_requests_per_repetition)
-            rows = batch(list(itertools.islice(stream, batch_size)), repetition, index)
-            records += rows
-            started = ctx.measured_from(started, rows) if index == 0 else started
-            issued += len(rows)
-            index += 1
-        ctx.note_repetition(repetition, started, issued)
+        records += ctx.sequential_repetition(repetition, lambda index, stream=stream, repetition=repetition: batch(
+            list(itertools.islice(stream, batch_size)), repetition, index))
     return records

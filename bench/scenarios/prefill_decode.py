@@ -9,7 +9,6 @@ makes to fill its time floor, and auto warm-up's runs, come from streams of thei
 from __future__ import annotations
 
 import random
-import time
 
 from bench.profile.workloads import Request
 from bench.results.records import RequestRecord
@@ -36,13 +35,6 @@ def run(ctx: ScenarioContext) -> list[RequestRecord]:
     minimum_runs = ctx.plan.min_requests_per_repetition // rows
     for repetition in ctx.repetition_indices(records):
         extra = random.Random(f"{seed}/extra/{repetition}")
-        started = time.perf_counter()
-        index = 0
-        while ctx.keep_issuing(started, index * rows):
-            ctx.progress(ctx.phase(repetition), index, minimum_runs)
-            batch = _run_once(ctx, rng if index < minimum_runs else extra, repetition, index)
-            records += batch
-            started = ctx.measured_from(started, batch) if index == 0 else started
-            index += 1
-        ctx.note_repetition(repetition, started, index * rows)
+        records += ctx.sequential_repetition(repetition, lambda index, extra=extra, repetition=repetition: _run_once(
+            ctx, rng if index < minimum_runs else extra, repetition, index))
     return records
