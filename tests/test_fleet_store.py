@@ -44,7 +44,7 @@ def test_every_set_round_trips_manifest_cells_and_records(tmp_path: Path) -> Non
         # what the store's columns answer, before the manifest is decoded, then the manifest itself
         assert (back.created, back.machine_id, back.campaign) == (direct.created, direct.machine_id, direct.campaign)
         assert [c.id for c in back.cells] == [c.id for c in direct.cells]
-        assert [c.served for c in back.cells] == [c.served for c in direct.cells]
+        assert [(c.scenario_kind, c.served) for c in back.cells] == [(c.scenario_kind, c.served) for c in direct.cells]
         assert back.manifest == direct.manifest
         for a, b in zip(direct.cells, back.cells, strict=True):
             assert b.summary == a.summary

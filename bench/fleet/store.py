@@ -318,10 +318,8 @@ class StoredCell(LoadedCell):
         return self.summary
 
     @property
-    def served(self) -> bool:
-        from bench.profile.spec import SERVED_SCENARIOS
-
-        return self.stored_scenario_kind in SERVED_SCENARIOS
+    def scenario_kind(self) -> str | None:
+        return self.stored_scenario_kind  # the store's column: `served` and the readers need no summary for it
 
     @cached_property
     def records(self) -> list[RequestRecord]:
@@ -381,9 +379,11 @@ class StoredResultSet(LoadedResultSet):
 
     @cached_property
     def cells(self) -> list[LoadedCell]:
-        return [StoredCell(self, entry, summary_json=self.stored_cells.get(entry["id"], (None, None))[0],
-                           stored_scenario_kind=self.stored_cells.get(entry["id"], (None, None))[1])
-                for entry in self.cell_entries]
+        cells: list[LoadedCell] = []
+        for entry in self.cell_entries:
+            summary_json, scenario_kind = self.stored_cells.get(entry["id"], (None, None))
+            cells.append(StoredCell(self, entry, summary_json=summary_json, stored_scenario_kind=scenario_kind))
+        return cells
 
 
 def load_from_store(text: str, samples_of: Iterable[str] = ()) -> list[LoadedResultSet]:
