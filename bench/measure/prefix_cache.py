@@ -66,7 +66,8 @@ def prefix_cache_summary(cell: Cell, records: list[RequestRecord], server: dict[
     elif server and server.get("prefix_cache_queries") == 0 and server.get("prefix_cache_hits") == 0:
         # the server counts cache lookups and made none over the window: nothing was served from a cache
         measured, source = 0.0, f"server /metrics ({server.get('url')}): no prefix-cache lookups"
-    elif any(r.engine_timing for r in measured_records) and total:
+    elif any("cached_tokens" in (r.engine_timing or {}) for r in measured_records) and total:
+        # only an engine that counts cached prompt tokens (in-process vLLM): llama.cpp's timers say nothing of it
         hits = sum(int((r.engine_timing or {}).get("cached_tokens") or 0) for r in measured_records)
         measured, source = hits / total, "vLLM's cached tokens per request"
     if ideal is None and measured is None:
