@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def main() -> int:
 
     builds: set[str] = set()
 
-    def llama_bench_test(key: str, *test: str) -> Any:
+    def llama_bench_test(key: str, *test: str) -> Callable[[], dict[str, float]]:
         def arm() -> dict[str, float]:
             row = llama_bench(binary, model.path, args, *test)
             builds.add(str(row.get("build_commit")))

@@ -70,7 +70,8 @@ def load_generator_check(cell: Cell, records: list[RequestRecord], telemetry: di
     reasons = []
     if check["send_lag_s"]["p99"] > limit:
         reasons.append(f"send lag p99 {check['send_lag_s']['p99'] * 1000:.1f} ms above {limit * 1000:.0f} ms "
-                       f"(10 ms, or 1% of TTFT p50 where that is more)")
+                       f"({SEND_LAG_FLOOR_S * 1000:.0f} ms, or {SEND_LAG_SHARE_OF_TTFT:.0%} of TTFT p50 where "
+                       "that is more)")
     if cell.scenario.kind in ("rate", "trace", "capacity"):  # open loop (capacity: by rate or users)
         def mean_rate(times_of: Any) -> float | None:
             by_repetition: dict[int, list[float]] = {}
